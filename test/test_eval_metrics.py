@@ -1,0 +1,111 @@
+"""Metrics on inputs whose answers are known: PSNR, SSIM, the motion score, swap accuracy."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from training.metrics import motion_score, motion_smoothness, psnr, ssim, swap_accuracy
+from training.metrics.motion import is_dynamic, pair_magnitudes
+
+
+def _texture(size: int = 72, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+    return cv2.normalize(cv2.GaussianBlur(noise, (9, 9), 2), None, 0, 255, cv2.NORM_MINMAX)
+
+
+def _sliding(steps: list[int], size: int = 64) -> np.ndarray:
+    """A video of a texture moving right by the cumulative ``steps`` (pixels per frame)."""
+    base = _texture(size + 16)
+    offsets = np.cumsum([0, *steps])
+    return np.stack([np.roll(base, int(o), axis=1)[8 : 8 + size, 8 : 8 + size] for o in offsets])
+
+
+def test_psnr_identical_is_inf_and_known_noise_matches_formula():
+    image = _texture()
+    assert psnr(image, image) == math.inf
+    shifted = image.astype(np.int16) + np.where(np.arange(image.size) % 2, 5, -5).reshape(
+        image.shape
+    )
+    valid = (shifted >= 0) & (shifted <= 255)
+    noisy = np.clip(shifted, 0, 255).astype(np.uint8)
+    mse = np.mean((noisy.astype(float) - image) ** 2)
+    assert valid.mean() > 0.9
+    assert psnr(noisy, image) == pytest.approx(10 * math.log10(255**2 / mse))
+    assert psnr(noisy, image) == pytest.approx(10 * math.log10(255**2 / 25), abs=0.6)
+
+
+def test_psnr_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shape mismatch"):
+        psnr(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9, 3), np.uint8))
+
+
+def test_ssim_is_one_for_identical_and_falls_with_noise():
+    image = _texture()
+    rng = np.random.default_rng(1)
+    assert ssim(image, image) == pytest.approx(1.0)
+    scores = [
+        ssim(np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8), image)
+        for sigma in (5, 20, 60)
+    ]
+    assert 1.0 > scores[0] > scores[1] > scores[2]
+
+
+def test_ssim_sees_structure_that_psnr_ignores():
+    """A constant shift keeps structure (high SSIM); noise of the same MSE destroys it."""
+    image = _texture().astype(np.float64) * 0.8 + 20
+    shifted = image + 10
+    rng = np.random.default_rng(2)
+    noisy = image + rng.choice([-10.0, 10.0], size=image.shape)
+    assert psnr(shifted, image) == pytest.approx(psnr(noisy, image))
+    assert ssim(shifted, image) > 0.95 > ssim(noisy, image)
+
+
+def test_static_video_scores_low_and_moving_video_high():
+    static = _sliding([0] * 15)
+    moving = _sliding([3] * 15)
+    assert not is_dynamic(pair_magnitudes(static), static.shape[1:3])
+    assert is_dynamic(pair_magnitudes(moving), moving.shape[1:3])
+    low, high = motion_score([static]), motion_score([moving])
+    assert low.dynamic_degree == 0.0 and low.motion_score == 0.0
+    assert high.dynamic_degree == 1.0 and high.motion_score > 0.9
+    assert pair_magnitudes(moving).mean() == pytest.approx(3.0, abs=0.5)
+
+
+def test_dynamic_degree_is_the_fraction_of_moving_videos():
+    videos = [_sliding([0] * 15), _sliding([3] * 15), _sliding([4] * 15), _sliding([0] * 15)]
+    assert motion_score(videos).dynamic_degree == pytest.approx(0.5)
+
+
+def test_jerky_motion_is_less_smooth_than_steady_motion():
+    steady = _sliding([2] * 14)
+    jerky = _sliding([0, 6] * 7)
+    assert motion_smoothness(steady) > motion_smoothness(jerky)
+
+
+def test_motion_rejects_bad_videos():
+    with pytest.raises(ValueError, match="uint8 video"):
+        motion_smoothness(np.zeros((4, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        motion_smoothness(np.zeros((2, 8, 8, 3), np.uint8))
+
+
+def test_swap_accuracy_on_synthetic_predictions():
+    a, b = _texture(seed=3), _texture(seed=4)
+    rng = np.random.default_rng(5)
+
+    def near(x):
+        return np.clip(x + rng.normal(0, 5, x.shape), 0, 255).astype(np.uint8)
+
+    right = [(near(a), a), (near(b), b)]
+    swapped = [(near(b), a), (near(a), b)]
+    ignores_instruction = [(near(a), a), (near(a), b)]
+    assert swap_accuracy([right, right]) == 1.0
+    assert swap_accuracy([swapped]) == 0.0
+    assert swap_accuracy([right, swapped]) == 0.5
+    assert swap_accuracy([ignores_instruction]) == 0.5
+    assert swap_accuracy([[(a, a), (a, a)]]) == 0.5  # identical outcomes: a tie is chance
+    with pytest.raises(ValueError, match="two instructions"):
+        swap_accuracy([[(a, a)]])
