@@ -1,0 +1,341 @@
+"""Building blocks of the spatio-temporal UNet.
+
+Everything here is assembled from diffusers modules (``ResnetBlock2D``, ``TemporalConvLayer``,
+``Transformer2DModel``, ``TransformerTemporalModel``, ``Attention``, ``Downsample2D``,
+``Upsample2D``). The one addition is :class:`DualCrossAttention`, DynamiCrafter's cross-attention
+that attends to text tokens and image tokens separately and adds the two results.
+
+Frames are folded into the batch, ``(B * T, C, H, W)``. Each block takes ``num_frames`` (how many
+consecutive batch entries form one clip), ``temporal_attention`` (run the temporal transformers)
+and ``temporal_convs`` (run the temporal convolutions after each ResNet block).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+from diffusers.models.downsampling import Downsample2D
+from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+from diffusers.models.upsampling import Upsample2D
+from torch import nn
+
+TEMPORAL_CONV_DROPOUT = 0.1
+RESNET_EPS = 1e-5
+
+
+class DualCrossAttnProcessor:
+    """SDPA attention over the text tokens plus a weighted SDPA attention over the image tokens."""
+
+    def __call__(
+        self,
+        attn: DualCrossAttention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend to ``encoder_hidden_states[:, :text_length]`` and to the tokens after them."""
+        if encoder_hidden_states is None:
+            raise ValueError("DualCrossAttention needs encoder_hidden_states (text + image tokens)")
+        if attention_mask is not None:
+            raise ValueError("DualCrossAttention does not support attention masks")
+        text = encoder_hidden_states[:, : attn.text_length]
+        image = encoder_hidden_states[:, attn.text_length :]
+        query = _split_heads(attn.to_q(hidden_states), attn.heads)
+        out = F.scaled_dot_product_attention(
+            query,
+            _split_heads(attn.to_k(text), attn.heads),
+            _split_heads(attn.to_v(text), attn.heads),
+        )
+        if image.shape[1] > 0:
+            out_ip = F.scaled_dot_product_attention(
+                query,
+                _split_heads(attn.to_k_ip(image), attn.heads),
+                _split_heads(attn.to_v_ip(image), attn.heads),
+            )
+            out = out + attn.image_weight() * out_ip
+        batch, heads, tokens, head_dim = out.shape
+        out = out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    batch, tokens, inner = x.shape
+    return x.view(batch, tokens, heads, inner // heads).transpose(1, 2)
+
+
+class DualCrossAttention(Attention):
+    """Cross-attention with separate key/value projections for the image tokens.
+
+    The context is ``[text tokens ; image tokens]``; the first ``text_length`` tokens go through
+    ``to_k``/``to_v``, the rest through ``to_k_ip``/``to_v_ip`` (no bias). The image result is
+    added with weight ``tanh(alpha) + 1`` (``alpha`` learnable, initialised to 0) or 1.
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        cross_attention_dim: int,
+        heads: int,
+        dim_head: int,
+        dropout: float = 0.0,
+        text_length: int = 77,
+        learnable_image_weight: bool = True,
+    ) -> None:
+        super().__init__(
+            query_dim=query_dim,
+            cross_attention_dim=cross_attention_dim,
+            heads=heads,
+            dim_head=dim_head,
+            dropout=dropout,
+            bias=False,
+            out_bias=True,
+            processor=DualCrossAttnProcessor(),
+        )
+        self.text_length = text_length
+        inner_dim = heads * dim_head
+        self.to_k_ip = nn.Linear(cross_attention_dim, inner_dim, bias=False)
+        self.to_v_ip = nn.Linear(cross_attention_dim, inner_dim, bias=False)
+        self.alpha = nn.Parameter(torch.zeros(())) if learnable_image_weight else None
+
+    def image_weight(self) -> torch.Tensor | float:
+        """Return the factor applied to the image-token attention."""
+        return 1.0 if self.alpha is None else torch.tanh(self.alpha) + 1.0
+
+
+def spatial_transformer(
+    channels: int,
+    head_dim: int,
+    cross_attention_dim: int,
+    text_length: int,
+    learnable_image_weight: bool,
+) -> Transformer2DModel:
+    """Build a ``Transformer2DModel`` whose cross-attention is a :class:`DualCrossAttention`."""
+    heads = channels // head_dim
+    model = Transformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=channels,
+        cross_attention_dim=cross_attention_dim,
+        use_linear_projection=True,
+        activation_fn="geglu",
+    )
+    for block in model.transformer_blocks:
+        block.attn2 = DualCrossAttention(
+            channels,
+            cross_attention_dim,
+            heads,
+            head_dim,
+            text_length=text_length,
+            learnable_image_weight=learnable_image_weight,
+        )
+    return model
+
+
+def temporal_transformer(channels: int, heads: int, head_dim: int) -> TransformerTemporalModel:
+    """Build a transformer attending over frames at each pixel (self-attention only)."""
+    return TransformerTemporalModel(
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=channels,
+        activation_fn="geglu",
+        double_self_attention=True,
+    )
+
+
+def _resnet(in_channels: int, out_channels: int, temb_channels: int, dropout: float) -> nn.Module:
+    return ResnetBlock2D(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        temb_channels=temb_channels,
+        eps=RESNET_EPS,
+        dropout=dropout,
+    )
+
+
+class UNetStage(nn.Module):
+    """One resolution level of the UNet: a stack of layers and an optional resampler.
+
+    Layer ``i`` is: ``resnets[i]`` -> ``temp_convs[i]`` -> ``attentions[i]`` ->
+    ``temp_attentions[i]`` (the last two only on levels with attention). Down stages return the
+    output of every layer (and of the downsampler) as skip connections; up stages consume them.
+    """
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        out_channels: int,
+        temb_channels: int,
+        with_attention: bool,
+        head_dim: int,
+        cross_attention_dim: int,
+        text_length: int,
+        learnable_image_weight: bool,
+        dropout: float,
+        resample: str | None,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            _resnet(c, out_channels, temb_channels, dropout) for c in in_channels
+        )
+        self.temp_convs = nn.ModuleList(
+            TemporalConvLayer(out_channels, out_channels, dropout=TEMPORAL_CONV_DROPOUT)
+            for _ in in_channels
+        )
+        if with_attention:
+            self.attentions = nn.ModuleList(
+                spatial_transformer(
+                    out_channels, head_dim, cross_attention_dim, text_length, learnable_image_weight
+                )
+                for _ in in_channels
+            )
+            self.temp_attentions = nn.ModuleList(
+                temporal_transformer(out_channels, out_channels // head_dim, head_dim)
+                for _ in in_channels
+            )
+        else:
+            self.attentions = None
+            self.temp_attentions = None
+        if resample == "down":
+            self.downsamplers = nn.ModuleList(
+                [Downsample2D(out_channels, use_conv=True, padding=1, name="op")]
+            )
+        elif resample == "up":
+            self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True)])
+        elif resample is not None:
+            raise ValueError(f"resample must be 'down', 'up' or None, got {resample!r}")
+        self.resample = resample
+
+    def layer(
+        self,
+        i: int,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        context: torch.Tensor,
+        num_frames: int,
+        temporal_attention: bool,
+        temporal_convs: bool,
+    ) -> torch.Tensor:
+        """Run layer ``i`` on ``(B * T, C, H, W)`` features."""
+        hidden_states = self.resnets[i](hidden_states, temb)
+        if temporal_convs:
+            hidden_states = self.temp_convs[i](hidden_states, num_frames=num_frames)
+        if self.attentions is not None:
+            hidden_states = self.attentions[i](
+                hidden_states, encoder_hidden_states=context, return_dict=False
+            )[0]
+            if temporal_attention:
+                hidden_states = self.temp_attentions[i](
+                    hidden_states, num_frames=num_frames, return_dict=False
+                )[0]
+        return hidden_states
+
+
+class DownStage(UNetStage):
+    """A down level; returns its output and the skip connections it produced."""
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        context: torch.Tensor,
+        num_frames: int,
+        temporal_attention: bool,
+        temporal_convs: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Run all layers, then the downsampler if any."""
+        skips = []
+        for i in range(len(self.resnets)):
+            hidden_states = self.layer(
+                i, hidden_states, temb, context, num_frames, temporal_attention, temporal_convs
+            )
+            skips.append(hidden_states)
+        if self.resample == "down":
+            hidden_states = self.downsamplers[0](hidden_states)
+            skips.append(hidden_states)
+        return hidden_states, tuple(skips)
+
+
+class UpStage(UNetStage):
+    """An up level; each layer first concatenates one skip connection (last produced first)."""
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        skips: tuple[torch.Tensor, ...],
+        temb: torch.Tensor,
+        context: torch.Tensor,
+        num_frames: int,
+        temporal_attention: bool,
+        temporal_convs: bool,
+    ) -> torch.Tensor:
+        """Run all layers on ``hidden_states`` and ``skips``, then the upsampler if any."""
+        if len(skips) != len(self.resnets):
+            raise ValueError(f"expected {len(self.resnets)} skip tensors, got {len(skips)}")
+        for i, skip in enumerate(reversed(skips)):
+            hidden_states = torch.cat([hidden_states, skip], dim=1)
+            hidden_states = self.layer(
+                i, hidden_states, temb, context, num_frames, temporal_attention, temporal_convs
+            )
+        if self.resample == "up":
+            hidden_states = self.upsamplers[0](hidden_states)
+        return hidden_states
+
+
+class MidStage(nn.Module):
+    """ResNet + temporal conv, spatial and temporal transformers, ResNet + temporal conv."""
+
+    def __init__(
+        self,
+        channels: int,
+        temb_channels: int,
+        head_dim: int,
+        cross_attention_dim: int,
+        text_length: int,
+        learnable_image_weight: bool,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            _resnet(channels, channels, temb_channels, dropout) for _ in range(2)
+        )
+        self.temp_convs = nn.ModuleList(
+            TemporalConvLayer(channels, channels, dropout=TEMPORAL_CONV_DROPOUT) for _ in range(2)
+        )
+        self.attentions = nn.ModuleList(
+            [
+                spatial_transformer(
+                    channels, head_dim, cross_attention_dim, text_length, learnable_image_weight
+                )
+            ]
+        )
+        self.temp_attentions = nn.ModuleList(
+            [temporal_transformer(channels, channels // head_dim, head_dim)]
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        context: torch.Tensor,
+        num_frames: int,
+        temporal_attention: bool,
+        temporal_convs: bool,
+    ) -> torch.Tensor:
+        """Run the middle of the UNet on ``(B * T, C, H, W)`` features."""
+        hidden_states = self.resnets[0](hidden_states, temb)
+        if temporal_convs:
+            hidden_states = self.temp_convs[0](hidden_states, num_frames=num_frames)
+        hidden_states = self.attentions[0](
+            hidden_states, encoder_hidden_states=context, return_dict=False
+        )[0]
+        if temporal_attention:
+            hidden_states = self.temp_attentions[0](
+                hidden_states, num_frames=num_frames, return_dict=False
+            )[0]
+        hidden_states = self.resnets[1](hidden_states, temb)
+        if temporal_convs:
+            hidden_states = self.temp_convs[1](hidden_states, num_frames=num_frames)
+        return hidden_states

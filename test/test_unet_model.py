@@ -1,0 +1,161 @@
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from showme_model.presets import PRESETS, scheduler_config, unet_config
+from showme_model.unet import ShowMeUNet
+from showme_model.unet_blocks import DualCrossAttention
+
+TEXT = 77
+
+
+def _random_tiny(**overrides) -> ShowMeUNet:
+    """Tiny UNet with every parameter random (zero-initialised layers would hide paths)."""
+    torch.manual_seed(0)
+    model = ShowMeUNet(**{**unet_config("tiny"), **overrides}).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model
+
+
+def _inputs(frames: int, image_tokens: int = 16, batch: int = 1):
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randn(batch, 8, frames, 8, 8, generator=g)
+    context = torch.randn(batch, TEXT + image_tokens, 32, generator=g)
+    return sample, context
+
+
+def _meta_flops(model: ShowMeUNet, frames: int, temporal: bool) -> float:
+    sample = torch.zeros(1, 8, frames, 32, 32, device="meta")
+    context = torch.zeros(1, TEXT + 256, 1024, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(sample, torch.tensor([500], device="meta"), context, temporal=temporal)
+    return counter.get_total_flops() / 1e12
+
+
+@pytest.fixture(scope="module")
+def meta_256() -> ShowMeUNet:
+    with torch.device("meta"):
+        return ShowMeUNet(**unet_config("dynamicrafter-256"))
+
+
+def test_dynamicrafter_256_has_the_original_parameter_count(meta_256):
+    assert sum(p.numel() for p in meta_256.parameters()) == 1_438_854_996
+
+
+def test_512_and_1024_only_drop_the_learnable_image_weight(meta_256):
+    n_256 = sum(p.numel() for p in meta_256.parameters())
+    dual = [m for m in meta_256.modules() if isinstance(m, DualCrossAttention)]
+    for name in ("dynamicrafter-512", "dynamicrafter-1024"):
+        with torch.device("meta"):
+            model = ShowMeUNet(**unet_config(name))
+        assert sum(p.numel() for p in model.parameters()) == n_256 - len(dual)
+
+
+def test_dynamicrafter_256_flops_per_forward(meta_256):
+    torch.set_num_threads(1)
+    assert _meta_flops(meta_256, 16, temporal=True) == pytest.approx(4.90, abs=0.005)
+    assert _meta_flops(meta_256, 1, temporal=True) == pytest.approx(0.32, abs=0.005)
+    assert _meta_flops(meta_256, 1, temporal=False) < 0.32
+
+
+def test_scheduler_presets():
+    assert scheduler_config("dynamicrafter-256")["prediction_type"] == "epsilon"
+    assert not scheduler_config("dynamicrafter-256")["rescale_betas_zero_snr"]
+    for name in ("dynamicrafter-512", "dynamicrafter-1024"):
+        cfg = scheduler_config(name)
+        assert cfg["prediction_type"] == "v_prediction"
+        assert cfg["rescale_betas_zero_snr"]
+    with pytest.raises(KeyError, match="unknown preset"):
+        unet_config("nope")
+    assert set(PRESETS) >= {"dynamicrafter-256", "dynamicrafter-512", "dynamicrafter-1024", "tiny"}
+
+
+@pytest.mark.parametrize("convs", [False, True])
+def test_image_mode_frames_do_not_depend_on_other_frames(convs):
+    model = _random_tiny(image_mode_temporal_convs=convs)
+    sample, context = _inputs(frames=3)
+    changed = sample.clone()
+    changed[:, :, 2] = torch.randn_like(changed[:, :, 2])
+    with torch.no_grad():
+        out = model(sample, 10, context, temporal=False)
+        out_changed = model(changed, 10, context, temporal=False)
+        single = model(sample[:, :, :1], 10, context, temporal=False)
+        video = model(sample, 10, context)
+        video_changed = model(changed, 10, context)
+    assert out.shape == (1, 4, 3, 8, 8)
+    torch.testing.assert_close(out[:, :, :2], out_changed[:, :, :2], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[:, :, :1], single, rtol=0, atol=1e-5)
+    assert not torch.allclose(out[:, :, 2], out_changed[:, :, 2])
+    assert not torch.allclose(video[:, :, 0], video_changed[:, :, 0], atol=1e-3)
+
+
+def test_temporal_flag_switches_behaviour():
+    model = _random_tiny()
+    sample, context = _inputs(frames=2)
+    with torch.no_grad():
+        video = model(sample, 10, context)
+        video_fs = model(sample, 10, context, frame_stride=7)
+        image = model(sample, 10, context, temporal=False)
+        image_fs = model(sample, 10, context, frame_stride=7, temporal=False)
+        with_convs = _random_tiny(image_mode_temporal_convs=True)(
+            sample, 10, context, temporal=False
+        )
+    assert not torch.allclose(video, image, atol=1e-3)
+    assert not torch.allclose(video, video_fs, atol=1e-3)
+    torch.testing.assert_close(image, image_fs, rtol=0, atol=0)
+    assert not torch.allclose(image, with_convs, atol=1e-3)
+
+
+def test_per_frame_image_tokens_reach_only_their_frame():
+    model = _random_tiny()
+    sample, context = _inputs(frames=2, image_tokens=32)
+    changed = context.clone()
+    changed[:, TEXT + 16 :] += 1.0
+    with torch.no_grad():
+        out = model(sample, 10, context, temporal=False)
+        out_changed = model(sample, 10, changed, temporal=False)
+    torch.testing.assert_close(out[:, :, 0], out_changed[:, :, 0], rtol=0, atol=1e-5)
+    assert not torch.allclose(out[:, :, 1], out_changed[:, :, 1], atol=1e-3)
+
+
+def test_timestep_per_sample_matches_scalar():
+    model = _random_tiny()
+    sample, context = _inputs(frames=2, batch=2)
+    with torch.no_grad():
+        scalar = model(sample, 250, context)
+        per_sample = model(sample, torch.tensor([250, 250]), context)
+        other = model(sample, torch.tensor([250, 900]), context)
+    torch.testing.assert_close(scalar, per_sample)
+    torch.testing.assert_close(scalar[:1], other[:1])
+    assert not torch.allclose(scalar[1], other[1], atol=1e-3)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = _random_tiny()
+    sample, context = _inputs(frames=2)
+
+    def grads():
+        model.zero_grad()
+        model(sample, 10, context).square().mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.enable_gradient_checkpointing()
+    checkpointed = grads()
+    for a, b in zip(plain, checkpointed, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = _random_tiny()
+    sample, context = _inputs(frames=2)
+    with pytest.raises(ValueError, match="sample must be"):
+        model(sample[:, :4], 10, context)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        model(sample[..., :6], 10, context)
+    with pytest.raises(ValueError, match="encoder_hidden_states must be"):
+        model(sample, 10, context[:, :50])
+    with pytest.raises(ValueError, match="scalar or a"):
+        model(sample, torch.tensor([1, 2, 3]), context)
