@@ -28,7 +28,14 @@ def manifest(tmp_path):
             name = f"s{scene}-{direction}"
             np.savez_compressed(tmp_path / f"{name}.npz", frames=_clip(direction, scene - 1))
             records.append(
-                ClipRecord(name, f"{name}.npz", task, "test", "synthetic", meta={"scene": scene})
+                ClipRecord(
+                    name,
+                    f"{name}.npz",
+                    task,
+                    "test",
+                    "synthetic",
+                    meta={"scene_id": f"scene-{scene}"},
+                )
             )
     records.append(ClipRecord("train-0", "missing.npz", "slide left", "train"))
     records.append(ClipRecord("broken", "missing.npz", "slide left", "test"))

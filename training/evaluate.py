@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from training.metrics import motion_score, psnr, ssim, swap_accuracy
 # Per-sample PSNR is capped before averaging so that an identical pair (infinite PSNR, e.g. a
 # baseline on a clip whose last frame equals its first) cannot swamp the mean.
 PSNR_CAP_DB = 100.0
-SCENE_KEY = "scene"
+SCENE_KEY = "scene_id"
+PHRASINGS = ("recorded", "train", "eval")
 
 Predictor = Callable[[list[np.ndarray], list[str]], list[np.ndarray]]
 """Maps first frames (uint8 HxWx3) and instructions to predicted frames (uint8 TxHxWx3 each)."""
@@ -74,14 +76,40 @@ def select_records(records: Sequence[ClipRecord], limit: int | None) -> list[Cli
     return chosen
 
 
+def rephrase(record: ClipRecord, phrasings: str) -> str:
+    """Choose the instruction to give for a clip.
+
+    Args:
+        record: The clip; ``recorded`` keeps its instruction (the Meta-World generator already
+            uses evaluation-only phrasings for val/test clips).
+        phrasings: ``recorded``, or ``train`` / ``eval`` to pick one phrasing of the clip's
+            ``meta["task"]`` from that set of the Meta-World task table (the same one for the
+            same clip every run).
+
+    """
+    if phrasings == "recorded":
+        return record.instruction
+    if phrasings not in PHRASINGS:
+        raise ValueError(f"phrasings must be one of {PHRASINGS}, got {phrasings!r}")
+    from training.data.metaworld_gen import load_tasks
+
+    table = load_tasks()[1]
+    task = record.meta.get("task")
+    if task not in table:
+        raise ValueError(f"clip {record.id!r}: no Meta-World task {task!r} to rephrase")
+    pool = table[task][phrasings]
+    return pool[zlib.crc32(record.id.encode()) % len(pool)]
+
+
 def load_samples(
-    manifest: str | Path, split: str, limit: int | None = None
+    manifest: str | Path, split: str, limit: int | None = None, phrasings: str = "recorded"
 ) -> tuple[list[EvalSample], dict[str, int]]:
     """Read the clips of one split; unreadable clips are skipped and counted by reason."""
     manifest = Path(manifest)
     records = select_records(read_manifest(manifest, split=split), limit)
     if not records:
         raise ValueError(f"{manifest} has no clips in split {split!r}")
+    instructions = {record.id: rephrase(record, phrasings) for record in records}
     samples, skipped = [], defaultdict(int)
     for record in tqdm(records, desc="reading clips", unit="clip"):
         try:
@@ -94,7 +122,7 @@ def load_samples(
         if len(frames) < 2:
             skipped["short"] += 1
             continue
-        samples.append(EvalSample(record.id, record.instruction, _scene_of(record), frames))
+        samples.append(EvalSample(record.id, instructions[record.id], _scene_of(record), frames))
     return samples, dict(skipped)
 
 
@@ -283,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", default="image", choices=("image", "video"))
     parser.add_argument("--out", default="results.json", help="results JSON (table: same .md)")
     parser.add_argument("--limit", type=int, default=None, help="about N clips, whole scenes")
+    parser.add_argument(
+        "--phrasings",
+        default="recorded",
+        choices=PHRASINGS,
+        help="instructions: as recorded, or rephrased from the train/eval-only phrasing set",
+    )
     parser.add_argument("--num-frames", type=int, default=16, help="rollout length (video)")
     parser.add_argument("--num-steps", type=int, default=50)
     parser.add_argument("--guidance-scale", type=float, default=7.5)
@@ -297,7 +331,7 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise SystemExit("--limit must be >= 1")
-    samples, skipped = load_samples(args.manifest, args.split, args.limit)
+    samples, skipped = load_samples(args.manifest, args.split, args.limit, args.phrasings)
     if not samples:
         raise SystemExit(f"no readable clips in split {args.split!r} (skipped: {skipped})")
     if predictor is None:
