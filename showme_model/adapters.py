@@ -1,0 +1,301 @@
+"""LoRA adapters by role, through peft.
+
+Two roles, matching ShowMe's two training stages:
+
+- ``manipulation`` (stage 1, goal images; rank 128): the UNet's spatial targets and the image
+  projector's q, k, v.
+- ``prediction`` (stage 2, videos; rank 64): the UNet's spatial and temporal targets.
+
+Both use LoRA scaling 1 (``lora_alpha == r``) and dropout 0.1. They may share layers; which
+roles act in a forward pass is chosen per call with :func:`active_adapters` (image mode:
+``manipulation``; video mode: ``manipulation`` and ``prediction``). Which role trains is set with
+:func:`set_trainable_adapter`; activating adapters never changes which parameters train (peft's
+``set_adapter`` would mark every active adapter trainable, so the flags are restored after it).
+
+An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` whose keys are
+``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (and ``image_projector.`` ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import save_file
+from torch import nn
+
+from showme_model.resampler import LORA_TARGETS as PROJECTOR_TARGETS
+from showme_model.unet import lora_target_modules
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+ADAPTED_COMPONENTS = ("unet", "image_projector")
+
+
+@dataclass(frozen=True)
+class Role:
+    """Defaults of one adapter role."""
+
+    rank: int
+    dropout: float
+    on_projector: bool
+
+
+ROLES: dict[str, Role] = {
+    "manipulation": Role(rank=128, dropout=0.1, on_projector=True),
+    "prediction": Role(rank=64, dropout=0.1, on_projector=False),
+}
+IMAGE_MODE_ROLES = ("manipulation",)
+VIDEO_MODE_ROLES = ("manipulation", "prediction")
+
+
+class AdapterError(ValueError):
+    """An adapter that is unknown, absent, or does not fit the model."""
+
+
+def _role(role: str) -> Role:
+    if role not in ROLES:
+        raise AdapterError(f"unknown adapter role {role!r}; choose one of {', '.join(ROLES)}")
+    return ROLES[role]
+
+
+def target_modules(model: nn.Module, role: str) -> dict[str, list[str]]:
+    """Names of the modules an adapter of ``role`` adapts, per component."""
+    targets = {"unet": list(lora_target_modules(model.unet, role))}
+    if _role(role).on_projector:
+        pattern = re.compile("|".join(PROJECTOR_TARGETS))
+        names = [name for name, _ in model.image_projector.named_modules()]
+        targets["image_projector"] = [name for name in names if pattern.fullmatch(name)]
+    return targets
+
+
+def _lora_layers(module: nn.Module) -> Iterator[LoraLayer]:
+    return (layer for layer in module.modules() if isinstance(layer, LoraLayer))
+
+
+def has_adapters(module: nn.Module) -> bool:
+    """Whether LoRA layers are injected in ``module``."""
+    return next(_lora_layers(module), None) is not None
+
+
+def adapter_roles(model: nn.Module) -> list[str]:
+    """Roles of the adapters injected in ``model``, in :data:`ROLES` order."""
+    present = {
+        name
+        for component in ADAPTED_COMPONENTS
+        for layer in _lora_layers(getattr(model, component))
+        for name in layer.lora_A
+    }
+    return [role for role in ROLES if role in present]
+
+
+def add_adapter(
+    model: nn.Module, role: str, rank: int | None = None, targets: dict | None = None
+) -> None:
+    """Inject a fresh (zero-effect) LoRA adapter named ``role`` into the model.
+
+    Args:
+        model: A :class:`~showme_model.model.ShowMeModel`.
+        role: ``manipulation`` or ``prediction``.
+        rank: LoRA rank; the role's default when ``None``.
+        targets: Module names per component; the role's targets when ``None``.
+
+    The new adapter is active and frozen; call :func:`set_trainable_adapter` to train it.
+
+    """
+    spec = _role(role)
+    if role in adapter_roles(model):
+        raise AdapterError(f"the model already has a {role!r} adapter")
+    rank = rank or spec.rank
+    targets = targets or target_modules(model, role)
+    flags = _trainable_flags(model)
+    for component, names in targets.items():
+        if not names:
+            continue
+        config = LoraConfig(
+            r=rank, lora_alpha=rank, lora_dropout=spec.dropout, target_modules=names
+        )
+        with warnings.catch_warnings():
+            # Several named adapters in one module are intended here.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            inject_adapter_in_model(config, getattr(model, component), adapter_name=role)
+    _restore_flags(model, flags)
+    for parameter in _adapter_parameters(model, role):
+        parameter.requires_grad_(False)
+    set_active_adapters(model, [*_active_roles(model), role])
+
+
+def _adapter_parameters(model: nn.Module, role: str) -> Iterator[nn.Parameter]:
+    for component in ADAPTED_COMPONENTS:
+        for layer in _lora_layers(getattr(model, component)):
+            if role in layer.lora_A:
+                yield from layer.lora_A[role].parameters()
+                yield from layer.lora_B[role].parameters()
+
+
+def _trainable_flags(model: nn.Module) -> dict[nn.Parameter, bool]:
+    return {parameter: parameter.requires_grad for parameter in model.parameters()}
+
+
+def _restore_flags(model: nn.Module, flags: dict[nn.Parameter, bool]) -> None:
+    for parameter in model.parameters():
+        parameter.requires_grad_(flags.get(parameter, False))
+
+
+def _active_roles(model: nn.Module) -> list[str]:
+    active: set[str] = set()
+    for component in ADAPTED_COMPONENTS:
+        for layer in _lora_layers(getattr(model, component)):
+            active.update(layer.active_adapters)
+    return [role for role in ROLES if role in active]
+
+
+def set_active_adapters(model: nn.Module, roles: Sequence[str]) -> None:
+    """Make exactly ``roles`` act in forward passes (an empty list: the base model).
+
+    Which parameters are trainable does not change.
+    """
+    missing = [role for role in roles if role not in adapter_roles(model)]
+    if missing:
+        raise AdapterError(f"the model has no {', '.join(map(repr, missing))} adapter")
+    flags = _trainable_flags(model)
+    for component in ADAPTED_COMPONENTS:
+        for layer in _lora_layers(getattr(model, component)):
+            layer.set_adapter([role for role in roles if role in layer.lora_A])
+    _restore_flags(model, flags)
+
+
+@contextlib.contextmanager
+def active_adapters(model: nn.Module, roles: Sequence[str]) -> Iterator[None]:
+    """Context manager: ``roles`` act inside the block, the previous ones after it."""
+    previous = _active_roles(model)
+    set_active_adapters(model, roles)
+    try:
+        yield
+    finally:
+        set_active_adapters(model, previous)
+
+
+def set_trainable_adapter(model: nn.Module, role: str) -> list[nn.Parameter]:
+    """Freeze everything except the LoRA weights of ``role``; return those parameters."""
+    if role not in adapter_roles(model):
+        raise AdapterError(f"the model has no {role!r} adapter")
+    model.requires_grad_(False)
+    trainable = list(_adapter_parameters(model, role))
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    return trainable
+
+
+def save_adapter(model: nn.Module, role: str, folder: str | Path) -> None:
+    """Write the ``role`` adapter's config and weights to ``folder``."""
+    if role not in adapter_roles(model):
+        raise AdapterError(f"the model has no {role!r} adapter")
+    state: dict[str, torch.Tensor] = {}
+    targets: dict[str, list[str]] = {}
+    rank = None
+    for component in ADAPTED_COMPONENTS:
+        module = getattr(model, component)
+        layers = [(n, m) for n, m in module.named_modules() if isinstance(m, LoraLayer)]
+        names = [name for name, layer in layers if role in layer.lora_A]
+        if not names:
+            continue
+        targets[component] = names
+        rank = dict(layers)[names[0]].r[role]
+        adapter_state = get_peft_model_state_dict(module, adapter_name=role)
+        state.update({f"{component}.{k}": v.contiguous() for k, v in adapter_state.items()})
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"role": role, "r": rank, "lora_alpha": rank, "target_modules": targets}
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    save_file(state, folder / WEIGHTS_NAME)
+
+
+def _read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not config_path.is_file() or not weights_path.is_file():
+        raise AdapterError(f"{folder} is not an adapter folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
+    from showme_model.checkpoint_io import load_checkpoint
+
+    return json.loads(config_path.read_text()), load_checkpoint(weights_path)
+
+
+def load_adapter(model: nn.Module, path: str | Path, role: str | None = None) -> str:
+    """Load an adapter folder into the model, injecting the adapter if it is absent.
+
+    Args:
+        model: A :class:`~showme_model.model.ShowMeModel`.
+        path: An adapter folder written by :func:`save_adapter` or ``showme-convert``.
+        role: Role to load it as; the one recorded in the folder when ``None``.
+
+    Returns:
+        The role it was loaded as.
+
+    Raises:
+        AdapterError: The folder is not an adapter, or its weights do not match the model.
+
+    """
+    config, state = _read_adapter(Path(path))
+    role = role or config["role"]
+    if role not in adapter_roles(model):
+        add_adapter(model, role, rank=config["r"], targets=config["target_modules"])
+    for component in ADAPTED_COMPONENTS:
+        prefix = f"{component}."
+        part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        module = getattr(model, component)
+        expected = set(get_peft_model_state_dict(module, adapter_name=role)) if part else set()
+        if set(part) != expected:
+            missing = sorted(expected - set(part))[:3]
+            unexpected = sorted(set(part) - expected)[:3]
+            raise AdapterError(
+                f"{path} does not fit the model's {component}: missing {missing}, "
+                f"unexpected {unexpected}"
+            )
+        if part:
+            set_peft_model_state_dict(module, part, adapter_name=role)
+    other = [k for k in state if not k.startswith(tuple(f"{c}." for c in ADAPTED_COMPONENTS))]
+    if other:
+        raise AdapterError(f"{path} holds weights for no adapted component, e.g. {other[0]!r}")
+    return role
+
+
+def merge_adapters(model: nn.Module, roles: Sequence[str] | None = None) -> None:
+    """Fold the given (default: active) adapters into the base weights for inference."""
+    roles = list(_active_roles(model) if roles is None else roles)
+    for component in ADAPTED_COMPONENTS:
+        for layer in _lora_layers(getattr(model, component)):
+            names = [role for role in roles if role in layer.lora_A]
+            if names:
+                layer.merge(adapter_names=names)
+
+
+def unmerge_adapters(model: nn.Module) -> None:
+    """Undo :func:`merge_adapters`."""
+    for component in ADAPTED_COMPONENTS:
+        for layer in _lora_layers(getattr(model, component)):
+            layer.unmerge()
+
+
+def base_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Return the module's weights without injected LoRA layers, under their original names.
+
+    Raises:
+        AdapterError: Adapters are merged into the weights (unmerge them first).
+
+    """
+    if any(layer.merged for layer in _lora_layers(module)):
+        raise AdapterError("adapters are merged into the weights; unmerge them before saving")
+    return {
+        key.replace(".base_layer.", "."): value.contiguous()
+        for key, value in module.state_dict().items()
+        if ".lora_" not in key
+    }
