@@ -33,7 +33,7 @@ def test_structure_reward_zero_on_target_and_gradient_otherwise():
     target = torch.rand(2, 3, 16, 16) * 2 - 1
     same = reward(target.clone(), target)
     assert same["total"].item() == pytest.approx(0.0, abs=1e-10)
-    images = torch.zeros(2, 3, 16, 16, requires_grad=True)
+    images = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
     losses = reward(images, target)
     assert losses["total"].item() == pytest.approx(
         2.0 * losses["edge"].item() + losses["depth"].item()
