@@ -1,0 +1,1 @@
+"""Two-stage ShowMe training, data preparation and evaluation."""
