@@ -244,11 +244,45 @@ def evaluate(
     return {"summary": summary, "per_sample": rows}
 
 
+def add_feature_metrics(
+    results: dict[str, object],
+    samples: Sequence[EvalSample],
+    predictions: Sequence[np.ndarray],
+    clip: str | None = None,
+    dino: str | None = None,
+    batch_size: int = 16,
+) -> None:
+    """Add CLIP-I, CLIP-T and DINO-I of the goal images (and the baseline's) from local weights."""
+    from training.metrics.features import ClipScorer, DinoScorer
+
+    scorers = []
+    if clip:
+        scorer = ClipScorer(clip)
+        scorers += [("clip_i", scorer.clip_i, "final"), ("clip_t", scorer.clip_t, "text")]
+    if dino:
+        scorers.append(("dino_i", DinoScorer(dino).dino_i, "final"))
+    rows, summary = results["per_sample"], results["summary"]
+    for name, score, against in scorers:
+        for prefix, images in (("", [p[-1] for p in predictions]), ("baseline_", None)):
+            values: list[float] = []
+            for start in tqdm(range(0, len(samples), batch_size), desc=prefix + name, unit="batch"):
+                batch = samples[start : start + batch_size]
+                inputs = images[start : start + batch_size] if images else [s.first for s in batch]
+                refs = [s.instruction if against == "text" else s.final for s in batch]
+                values += score(inputs, refs)
+            for row, value in zip(rows, values, strict=True):
+                row[prefix + name] = value
+            summary[prefix + name] = float(np.mean(values))
+
+
 _TABLE_ROWS = (
     ("goal-image PSNR (dB)", "goal_psnr", "baseline_goal_psnr"),
     ("goal-image SSIM", "goal_ssim", "baseline_goal_ssim"),
     ("rollout PSNR (dB)", "video_psnr", "baseline_video_psnr"),
     ("rollout SSIM", "video_ssim", "baseline_video_ssim"),
+    ("CLIP-I", "clip_i", "baseline_clip_i"),
+    ("CLIP-T", "clip_t", "baseline_clip_t"),
+    ("DINO-I", "dino_i", "baseline_dino_i"),
     ("instruction-swap accuracy", "swap_accuracy", None),
     ("dynamic degree", "dynamic_degree", "true_dynamic_degree"),
     ("motion smoothness", "motion_smoothness", "true_motion_smoothness"),
@@ -323,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clip", default=None, help="local CLIP folder: adds CLIP-I and CLIP-T")
+    parser.add_argument("--dino", default=None, help="local DINO/DINOv2 folder: adds DINO-I")
     return parser
 
 
@@ -346,6 +382,8 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
         )
     predictions = predict_all(samples, predictor, args.batch_size)
     results = evaluate(samples, predictions, args.mode)
+    if args.clip or args.dino:
+        add_feature_metrics(results, samples, predictions, args.clip, args.dino, args.batch_size)
     results["settings"] = {**vars(args), "skipped": skipped}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
