@@ -41,10 +41,10 @@ _UNET_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "tiny": {
         **_DYNAMICRAFTER_UNET,
-        "block_out_channels": (32, 64, 64),
+        "block_out_channels": (32, 64),
         "layers_per_block": 1,
-        "attention_levels": (True, True, False),
-        "attention_head_dim": 16,
+        "attention_levels": (True, False),
+        "attention_head_dim": 8,
         "cross_attention_dim": 32,
     },
 }

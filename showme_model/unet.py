@@ -8,6 +8,8 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 from torch import nn
 
 from showme_model.unet_blocks import DownStage, MidStage, UpStage, temporal_transformer
@@ -247,3 +249,36 @@ class ShowMeUNet(ModelMixin, ConfigMixin):
             context.shape[0] * frames, self.config.image_tokens_per_frame, context.shape[2]
         )
         return torch.cat([text, image], dim=1)
+
+
+LORA_ROLES = ("manipulation", "prediction")
+_ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v")
+_FEED_FORWARD = ("ff.net.0.proj", "ff.net.2")
+
+
+def lora_target_modules(unet: ShowMeUNet, role: str) -> list[str]:
+    """Names of the UNet modules a LoRA adapter of ``role`` adapts (as in the ShowMe release).
+
+    ``manipulation`` (stage 1): in every spatial transformer block, self-attention q, k, v;
+    cross-attention q, k, v, k_ip, v_ip; feed-forward in and out. ``prediction`` (stage 2): the
+    same plus, in every temporal transformer block (``transformer_in`` included), q, k, v of both
+    self-attentions and feed-forward in and out. Output projections (``to_out``) are never adapted.
+    """
+    if role not in LORA_ROLES:
+        raise ValueError(f"unknown LoRA role {role!r}; choose one of {', '.join(LORA_ROLES)}")
+    spatial = [f"attn1.{p}" for p in _ATTENTION_PROJECTIONS]
+    spatial += [f"attn2.{p}" for p in (*_ATTENTION_PROJECTIONS, "to_k_ip", "to_v_ip")]
+    spatial += list(_FEED_FORWARD)
+    temporal = [f"attn{i}.{p}" for i in (1, 2) for p in _ATTENTION_PROJECTIONS]
+    temporal += list(_FEED_FORWARD)
+    names = []
+    for name, module in unet.named_modules():
+        if isinstance(module, Transformer2DModel):
+            leaves = spatial
+        elif isinstance(module, TransformerTemporalModel) and role == "prediction":
+            leaves = temporal
+        else:
+            continue
+        for i in range(len(module.transformer_blocks)):
+            names += [f"{name}.transformer_blocks.{i}.{leaf}" for leaf in leaves]
+    return names

@@ -153,8 +153,8 @@ def test_bad_inputs_raise_clear_errors():
     sample, context = _inputs(frames=2)
     with pytest.raises(ValueError, match="sample must be"):
         model(sample[:, :4], 10, context)
-    with pytest.raises(ValueError, match="multiples of 4"):
-        model(sample[..., :6], 10, context)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        model(sample[..., :7], 10, context)
     with pytest.raises(ValueError, match="encoder_hidden_states must be"):
         model(sample, 10, context[:, :50])
     with pytest.raises(ValueError, match="scalar or a"):
