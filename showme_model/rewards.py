@@ -98,7 +98,8 @@ class StructureReward(nn.Module):
             targets: The true target frames ``(B, 3, H, W)`` in ``[-1, 1]``.
 
         Returns:
-            ``{"depth": ..., "edge": ..., "total": weighted sum}`` (the terms that are enabled).
+            Per-sample losses ``(B,)``: ``{"depth": ..., "edge": ..., "total": weighted sum}``
+            (the terms that are enabled); each term is the MSE over one sample's map.
 
         """
         if images.shape != targets.shape:
@@ -109,7 +110,7 @@ class StructureReward(nn.Module):
             prediction = critic(images.float())
             with torch.no_grad():
                 reference = critic(targets.float())
-            losses[name] = F.mse_loss(prediction, reference)
+            losses[name] = F.mse_loss(prediction, reference, reduction="none").flatten(1).mean(1)
         losses["total"] = sum(self.weights[name] * losses[name] for name in self.critics)
         return losses
 

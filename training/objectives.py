@@ -1,0 +1,220 @@
+"""The training objective of each mode, as one module (the unit that DDP wraps).
+
+Per sample: encode the frames (frozen VAE), draw noise and a timestep from the sample's own
+generator, apply classifier-free-guidance dropout, predict the noise, and add the mode's reward:
+
+- ``base``: all frames noised; the first frame's latent repeated as the concat condition
+  (DynamiCrafter); temporal modules on.
+- ``stage1``: the target frame noised, the source frame's latent as concat; temporal modules off;
+  structure reward on the samples with ``t < threshold``: only their x0 estimates are decoded.
+- ``stage2``: the clip noised; first-frame latent at index 0 and zeros elsewhere as concat;
+  temporal modules on; motion reward on the samples with ``t > threshold`` (latent space only).
+
+Every loss is a mean over the batch of per-sample terms (a reward term counts as zero for a
+sample outside its timestep range), so one process with batch ``2B`` and two processes with
+batch ``B`` optimise the same function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from showme_model.rewards import StructureReward, motion_reward, predict_x0
+from training.config import CfgDropoutConfig, MotionRewardConfig, StructureRewardConfig
+from training.data_order import sample_generator
+
+
+class DiffusionObjective(nn.Module):
+    """Noise-prediction loss plus the mode's reward for a batch from the training loader.
+
+    Args:
+        model: A :class:`~showme_model.model.ShowMeModel` with its adapters set up for ``mode``.
+        mode: ``base``, ``stage1`` or ``stage2``.
+        seed: Run seed; with each item's ``draw_id`` it seeds the item's noise and timestep.
+        cfg_dropout: Guidance-dropout probabilities.
+        structure: Stage-1 reward settings; ``structure_reward`` is its critic (or ``None``).
+        motion: Stage-2 reward settings.
+        structure_reward: The structure critic, used when ``mode == "stage1"``.
+
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mode: str,
+        seed: int,
+        cfg_dropout: CfgDropoutConfig,
+        structure: StructureRewardConfig,
+        motion: MotionRewardConfig,
+        structure_reward: StructureReward | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.mode = mode
+        self.seed = seed
+        self.cfg_dropout = cfg_dropout
+        self.structure = structure
+        self.motion = motion
+        self.structure_reward = structure_reward
+        self.structure_active = mode == "stage1" and structure.enabled
+        self.motion_active = mode == "stage2" and motion.enabled
+        if self.structure_active and structure_reward is None:
+            raise ValueError("stage1 with the structure reward enabled needs a StructureReward")
+        scheduler = model.make_scheduler()
+        self.num_train_timesteps = scheduler.config.num_train_timesteps
+        self.prediction_type = scheduler.config.prediction_type
+        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone(), persistent=False)
+        self._empty_text: torch.Tensor | None = None
+
+    def forward(self, batch: dict[str, Any], use_rewards: bool = True) -> dict[str, torch.Tensor]:
+        """Return ``{"loss", "mse", ...}``; ``loss`` is what to back-propagate."""
+        model = self.model
+        frames, source = self._frames(batch)
+        batch_size = frames.shape[0]
+        draws = [int(d) for d in batch["draw_id"]]
+        generators = [sample_generator(self.seed, d) for d in draws]
+
+        with torch.no_grad():
+            latents = model.encode_latents(frames).to(model.dtype)  # (B, 4, T, h, w)
+            cond_latent = model.encode_latents(source).to(model.dtype)  # (B, 4, h, w)
+        timesteps = torch.cat(
+            [torch.randint(self.num_train_timesteps, (1,), generator=g) for g in generators]
+        ).to(latents.device)
+        noise = torch.stack(
+            [torch.randn(latents.shape[1:], generator=g, dtype=torch.float32) for g in generators]
+        ).to(latents.device, latents.dtype)
+        keep_text, keep_image = self._guidance_dropout(generators, latents.device)
+
+        noisy = self._add_noise(latents, noise, timesteps)
+        concat = self._concat(cond_latent, latents.shape[2])
+        context = self._context(batch["instruction"], source, keep_text, keep_image)
+        frame_stride = torch.as_tensor(batch.get("frame_stride", 1), device=latents.device)
+        prediction = model.unet(
+            torch.cat([noisy, concat], dim=1),
+            timesteps,
+            context,
+            frame_stride=frame_stride,
+            temporal=self.mode != "stage1",
+        )
+        target = (
+            noise
+            if self.prediction_type == "epsilon"
+            else self._velocity(latents, noise, timesteps)
+        )
+        mse = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
+        losses = {"mse": mse.mean()}
+        loss = mse.mean()
+        if use_rewards and (self.structure_active or self.motion_active):
+            x0 = predict_x0(noisy, prediction, timesteps, self.alphas_cumprod, self.prediction_type)
+            if self.structure_active:
+                selected = timesteps < self.structure.threshold
+                term = self._structure_terms(x0, batch["target"], selected, losses)
+            else:
+                selected = timesteps > self.motion.threshold
+                term = self._motion_terms(x0, batch, selected, losses)
+            losses["reward_fraction"] = selected.float().mean()
+            loss = loss + term.sum() / batch_size
+        losses["loss"] = loss
+        return losses
+
+    def _frames(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames to noise ``(B, 3, T, H, W)`` and the conditioning image ``(B, 3, H, W)``."""
+        device = self.model.device
+        if self.mode == "stage1":
+            if "target" not in batch or "source" not in batch:
+                raise KeyError("stage1 batches need 'source' and 'target' images")
+            return batch["target"].to(device).unsqueeze(2), batch["source"].to(device)
+        if "video" not in batch:
+            raise KeyError(f"{self.mode} batches need a 'video' clip (B, 3, T, H, W)")
+        video = batch["video"].to(device)
+        return video, video[:, :, 0]
+
+    def _guidance_dropout(
+        self, generators: list[torch.Generator], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample keep masks: both dropped, else text only, else image only (DynamiCrafter)."""
+        p = self.cfg_dropout
+        draws = torch.cat([torch.rand(1, generator=g) for g in generators])
+        both = draws < p.both
+        text_only = (draws >= p.both) & (draws < p.text)
+        image_only = (draws >= p.text) & (draws < p.text + p.image - p.both)
+        return (~(both | text_only)).to(device), (~(both | image_only)).to(device)
+
+    def _add_noise(
+        self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1).to(latents.dtype)
+        return alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
+
+    def _velocity(
+        self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1).to(latents.dtype)
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents
+
+    def _concat(self, cond_latent: torch.Tensor, frames: int) -> torch.Tensor:
+        cond = cond_latent.unsqueeze(2)
+        if self.mode == "stage2":
+            zeros = torch.zeros_like(cond).expand(-1, -1, frames - 1, -1, -1)
+            return torch.cat([cond, zeros], dim=2)
+        return cond.expand(-1, -1, frames, -1, -1)
+
+    def _context(
+        self,
+        instructions: list[str],
+        images: torch.Tensor,
+        keep_text: torch.Tensor,
+        keep_image: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return ``[text tokens ; image tokens]`` with guidance dropout applied.
+
+        Dropped text is the empty prompt and a dropped image an all-zero image, as in
+        DynamiCrafter's unconditional branch.
+        """
+        model = self.model
+        text = model.encode_text(list(instructions))
+        if not keep_text.all():
+            if self._empty_text is None:
+                self._empty_text = model.encode_text([""])
+            text = torch.where(keep_text.view(-1, 1, 1), text, self._empty_text.to(text.dtype))
+        images = images * keep_image.view(-1, 1, 1, 1).to(images.dtype)
+        image_tokens = model.encode_image_context(images)
+        return torch.cat([text, image_tokens.to(text.dtype)], dim=1)
+
+    def _structure_terms(
+        self,
+        x0: torch.Tensor,
+        targets: torch.Tensor,
+        selected: torch.Tensor,
+        losses: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Per-sample structure rewards of the selected samples (only those are decoded)."""
+        index = selected.nonzero().flatten()
+        if index.numel() == 0:
+            return x0.new_zeros(1)
+        images = self.model.decode_latents(x0[index, :, 0])  # (n, 3, H, W), with gradient
+        terms = self.structure_reward(images, targets.to(images.device)[index])
+        for name, value in terms.items():
+            losses[f"structure_{name}"] = value.detach().mean()
+        return terms["total"]
+
+    def _motion_terms(
+        self,
+        x0: torch.Tensor,
+        batch: dict[str, Any],
+        selected: torch.Tensor,
+        losses: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Weighted per-sample motion rewards of the selected samples (no decoding)."""
+        if "flow" not in batch:
+            raise KeyError("the motion reward needs flow magnitudes under 'flow' (B, T-1, H, W)")
+        index = selected.nonzero().flatten()
+        if index.numel() == 0:
+            return x0.new_zeros(1)
+        kl = motion_reward(x0[index], batch["flow"].to(x0.device)[index])
+        losses["motion_kl"] = kl.detach().mean()
+        return self.motion.weight * kl
