@@ -250,12 +250,28 @@ def add_feature_metrics(
     predictions: Sequence[np.ndarray],
     clip: str | None = None,
     dino: str | None = None,
+    lpips: tuple[str, str] | None = None,
     batch_size: int = 16,
 ) -> None:
-    """Add CLIP-I, CLIP-T and DINO-I of the goal images (and the baseline's) from local weights."""
+    """Add CLIP-I, CLIP-T, DINO-I and LPIPS of the goal images (and the baseline's).
+
+    Args:
+        results: What :func:`evaluate` returned; updated in place.
+        samples: The test clips.
+        predictions: The predictions, as given to :func:`evaluate`.
+        clip: Local CLIP folder (CLIP-I against the true final frame, CLIP-T against the
+            instruction).
+        dino: Local DINO / DINOv2 folder (DINO-I against the true final frame).
+        lpips: Local torchvision VGG-16 weights and LPIPS head weights.
+        batch_size: Images per forward pass.
+
+    """
     from training.metrics.features import ClipScorer, DinoScorer
+    from training.metrics.lpips import LPIPS
 
     scorers = []
+    if lpips:
+        scorers.append(("lpips", LPIPS.from_files(*lpips).score, "final"))
     if clip:
         scorer = ClipScorer(clip)
         scorers += [("clip_i", scorer.clip_i, "final"), ("clip_t", scorer.clip_t, "text")]
@@ -283,6 +299,7 @@ _TABLE_ROWS = (
     ("CLIP-I", "clip_i", "baseline_clip_i"),
     ("CLIP-T", "clip_t", "baseline_clip_t"),
     ("DINO-I", "dino_i", "baseline_dino_i"),
+    ("LPIPS (lower is better)", "lpips", "baseline_lpips"),
     ("instruction-swap accuracy", "swap_accuracy", None),
     ("dynamic degree", "dynamic_degree", "true_dynamic_degree"),
     ("motion smoothness", "motion_smoothness", "true_motion_smoothness"),
@@ -359,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip", default=None, help="local CLIP folder: adds CLIP-I and CLIP-T")
     parser.add_argument("--dino", default=None, help="local DINO/DINOv2 folder: adds DINO-I")
+    parser.add_argument(
+        "--lpips",
+        nargs=2,
+        metavar=("VGG16", "HEADS"),
+        default=None,
+        help="torchvision vgg16 weights and LPIPS vgg.pth heads: adds LPIPS",
+    )
     return parser
 
 
@@ -382,8 +406,10 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
         )
     predictions = predict_all(samples, predictor, args.batch_size)
     results = evaluate(samples, predictions, args.mode)
-    if args.clip or args.dino:
-        add_feature_metrics(results, samples, predictions, args.clip, args.dino, args.batch_size)
+    if args.clip or args.dino or args.lpips:
+        add_feature_metrics(
+            results, samples, predictions, args.clip, args.dino, args.lpips, args.batch_size
+        )
     results["settings"] = {**vars(args), "skipped": skipped}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
