@@ -9,7 +9,9 @@ resume exactly (see :mod:`training.checkpointing` and :mod:`training.data_order`
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -182,11 +184,38 @@ class Trainer:
             generator=torch.Generator().manual_seed(config.seed),
         )
 
+    def step(self, batches: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches.
+
+        Returns:
+            The losses averaged over the micro-batches, the gradient norm before clipping and
+            the learning rate used.
+
+        """
+        acc, config = self.accelerator, self.config
+        if len(batches) != config.gradient_accumulation_steps:
+            raise ValueError(f"need {config.gradient_accumulation_steps} micro-batches per step")
+        use_rewards = self.state.step >= config.structure.start_step
+        logs: dict[str, float] = {"lr": self.lr_scheduler.get_last_lr()[0]}
+        for micro, batch in enumerate(batches):
+            last = micro == len(batches) - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.objective):
+                losses = self.objective(batch, use_rewards=use_rewards)
+                acc.backward(losses["loss"] / len(batches))
+            for name, value in losses.items():
+                logs[name] = logs.get(name, 0.0) + float(value.detach()) / len(batches)
+        grad_norm = acc.clip_grad_norm_(self.parameters, config.optim.max_grad_norm)
+        logs["grad_norm"] = float(grad_norm)
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.state.data_position += config.batch_size * acc.num_processes * len(batches)
+        return logs
+
     def train(self) -> checkpointing.TrainingState:
         """Train until ``max_steps``, logging and checkpointing on the way."""
         acc, config = self.accelerator, self.config
-        accumulation = config.gradient_accumulation_steps
-        draws_per_step = config.batch_size * acc.num_processes * accumulation
         acc.init_trackers("showme", config={"mode": config.mode, "seed": config.seed})
         batches = iter(self._loader())
         progress = tqdm(
@@ -197,26 +226,7 @@ class Trainer:
         )
         self.objective.train()
         while self.state.step < config.max_steps:
-            use_rewards = self.state.step >= config.structure.start_step
-            logs: dict[str, float] = {}
-            for micro in range(accumulation):
-                batch = next(batches)
-                last = micro == accumulation - 1
-                sync = contextlib.nullcontext() if last else acc.no_sync(self.objective)
-                with sync:
-                    losses = self.objective(batch, use_rewards=use_rewards)
-                    acc.backward(losses["loss"] / accumulation)
-                for name, value in losses.items():
-                    logs[name] = logs.get(name, 0.0) + float(value.detach()) / accumulation
-            logs["grad_norm"] = float(
-                acc.clip_grad_norm_(self.parameters, config.optim.max_grad_norm)
-            )
-            self.optimizer.step()
-            self.lr_scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.state.step += 1
-            self.state.data_position += draws_per_step
-            logs["lr"] = self.lr_scheduler.get_last_lr()[0]
+            logs = self.step([next(batches) for _ in range(config.gradient_accumulation_steps)])
             progress.update(1)
             progress.set_postfix(loss=f"{logs['loss']:.4f}")
             if self.state.step % config.log_every == 0:

@@ -71,7 +71,7 @@ class DiffusionObjective(nn.Module):
         self._empty_text: torch.Tensor | None = None
 
     def forward(self, batch: dict[str, Any], use_rewards: bool = True) -> dict[str, torch.Tensor]:
-        """Return ``{"loss", "mse", ...}``; ``loss`` is what to back-propagate."""
+        """Return ``{"loss", "mse", ...}``; ``loss`` (and ``reward``) keep their graph."""
         model = self.model
         frames, source = self._frames(batch)
         batch_size = frames.shape[0]
@@ -117,7 +117,8 @@ class DiffusionObjective(nn.Module):
                 selected = timesteps > self.motion.threshold
                 term = self._motion_terms(x0, batch, selected, losses)
             losses["reward_fraction"] = selected.float().mean()
-            loss = loss + term.sum() / batch_size
+            losses["reward"] = term.sum() / batch_size
+            loss = loss + losses["reward"]
         losses["loss"] = loss
         return losses
 
