@@ -1,0 +1,189 @@
+"""The loaded model: finding its folder, loading it onto a device, running jobs, freeing it.
+
+torch and the model library are imported when a model is loaded, not when the node starts.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from showme_ros.jobs import Job
+
+# Progress callback: (step just finished, total steps).
+Progress = Callable[[int, int], None]
+TINY_MODEL_WARNING = (
+    "{reason}. Using a tiny RANDOM model from {path} instead: "
+    "predictions are noise. Set model.path to a model folder for real predictions."
+)
+
+
+class ModelLoadError(RuntimeError):
+    """The model folder is missing or broken, or the device / dtype cannot be used."""
+
+
+class JobCancelledError(Exception):
+    """A job stopped by its caller between two denoising steps."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model folder to load, and a warning to log about it (or '')."""
+
+    path: Path
+    warning: str
+
+
+def cache_dir() -> Path:
+    """Folder for generated files: ``$XDG_CACHE_HOME/showme`` (default ``~/.cache/showme``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "showme"
+
+
+def choose_model(path: str) -> ModelChoice:
+    """Resolve ``model.path``: an explicit folder, the shipped model, or a tiny random model.
+
+    An explicit path is used as given (loading reports it if it is missing); only an empty
+    path falls back, first to the shipped model, then to a tiny random model written once to
+    the cache folder.
+    """
+    if path:
+        return ModelChoice(Path(path).expanduser(), "")
+    from showme_model.pipeline import default_model_path
+
+    try:
+        return ModelChoice(default_model_path(), "")
+    except FileNotFoundError as missing:
+        tiny = cache_dir() / "tiny-random-model"
+        if not (tiny / "model_index.json").is_file():
+            _write_tiny_model(tiny)
+        return ModelChoice(tiny, TINY_MODEL_WARNING.format(reason=missing, path=tiny))
+
+
+def _write_tiny_model(folder: Path) -> None:
+    """Write a randomly initialised tiny model to ``folder`` atomically."""
+    import torch
+
+    from showme_model.model import ShowMeModel
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    torch.manual_seed(0)
+    ShowMeModel.from_config_name("tiny").save_pretrained(staging)
+    try:
+        staging.rename(folder)
+    except OSError:  # written by another process meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class Engine:
+    """A pipeline on its device, ready to run :class:`~showme_ros.jobs.Job` objects."""
+
+    def __init__(self, pipeline: Any, model_id: str, device: str, dtype: str) -> None:
+        self.pipeline = pipeline
+        self.max_frames = int(pipeline.max_frames)
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+
+    @classmethod
+    def load(cls, path: Path, adapters: tuple[str, ...], device: str, dtype: str) -> Engine:
+        """Load the model folder ``path`` with ``adapters`` onto ``device`` in ``dtype``.
+
+        Raises:
+            ModelLoadError: With a message naming the folder and what is wrong.
+
+        """
+        if not path.is_dir():
+            raise ModelLoadError(f"model folder not found: {path} (parameter model.path)")
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"{path} is not a model folder: it has no model_index.json")
+        import torch
+
+        from showme_model.pipeline import ShowMePipeline
+
+        device = _resolve_device(device, torch)
+        torch_dtype = _resolve_dtype(dtype, device, torch)
+        try:
+            pipeline = ShowMePipeline.from_pretrained(
+                path, adapters=list(adapters) or None, device=device, dtype=torch_dtype
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ModelLoadError(f"cannot load the model from {path}: {error}") from error
+        model_id = path.name + (f"+{'+'.join(adapters)}" if adapters else "")
+        return cls(pipeline, model_id, device, str(torch_dtype).removeprefix("torch."))
+
+    def run(self, job: Job, progress: Progress | None, cancelled: Callable[[], bool]) -> np.ndarray:
+        """Predict ``job``; returns ``(B, T, H, W, 3)`` uint8 frames, one rollout per instruction.
+
+        Raises:
+            JobCancelledError: ``cancelled()`` became true; checked after every denoising step.
+            ValueError: The pipeline refused the inputs.
+
+        """
+        from showme_model.pipeline import PredictionCancelledError
+
+        def on_step(index: int, total: int, _timestep: int) -> bool:
+            if progress is not None:
+                progress(index + 1, total)
+            return not cancelled()
+
+        try:
+            result = self.pipeline.predict(
+                job.image,
+                job.instructions,
+                mode=job.mode,
+                num_frames=job.num_frames,
+                num_steps=job.num_steps,
+                guidance_scale=job.guidance_scale,
+                eta=job.eta,
+                frame_stride=job.frame_stride,
+                seed=job.seed,
+                callback=on_step,
+            )
+        except PredictionCancelledError as error:
+            raise JobCancelledError(str(error)) from error
+        return np.asarray(result.frames)
+
+    def gpu_memory_bytes(self) -> int:
+        """Bytes allocated on the GPU by this process (0 on CPU)."""
+        import torch
+
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            return int(torch.cuda.memory_allocated())
+        return 0
+
+    def close(self) -> None:
+        """Free the model and, on a GPU, its cached memory."""
+        self.pipeline = None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _resolve_device(device: str, torch: Any) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available here")
+    try:
+        torch.device(device)
+    except RuntimeError as error:
+        raise ModelLoadError(f"unknown device {device!r}: {error}") from error
+    return device
+
+
+def _resolve_dtype(dtype: str, device: str, torch: Any) -> Any:
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)

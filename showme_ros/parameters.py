@@ -1,0 +1,264 @@
+"""The node's parameters: names, defaults, descriptors and a typed snapshot.
+
+``config/showme.yaml`` documents the same parameters; a test checks that both agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parameter: default, description, and its constraints."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    bounds: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec(
+        "model.path",
+        "",
+        "Model folder; empty = the shipped default model (a tiny random model if none is "
+        "installed, with a warning).",
+        read_only=True,
+    ),
+    Spec(
+        "model.adapters",
+        "",
+        "Comma-separated adapter roles to enable (folders under <model>/adapters); empty = "
+        "every adapter the model folder has.",
+        read_only=True,
+    ),
+    Spec(
+        "device",
+        "auto",
+        "Torch device: auto (cuda when available), cpu, cuda or cuda:N.",
+        read_only=True,
+    ),
+    Spec(
+        "dtype",
+        "auto",
+        "Weight dtype: auto (float16 on cuda, float32 on cpu), float32, float16 or bfloat16.",
+        read_only=True,
+        choices=("auto", "float32", "float16", "bfloat16"),
+    ),
+    Spec(
+        "wait_for_lifecycle_manager",
+        False,
+        "Stay unconfigured at start and wait for a lifecycle manager instead of activating.",
+        read_only=True,
+    ),
+    Spec(
+        "image_reliability",
+        "best_effort",
+        "QoS reliability of the camera subscriptions (depth 1): best_effort matches every "
+        "camera; reliable matches only reliable publishers.",
+        read_only=True,
+        choices=("best_effort", "reliable"),
+    ),
+    Spec(
+        "queue_size",
+        1,
+        "Requests (service calls and action goals) that may wait while one runs; more are "
+        "answered at once with success=false and a 'busy' message.",
+        read_only=True,
+        bounds=(0, 16),
+    ),
+    Spec("inference.num_steps", 25, "Default denoising steps.", bounds=(1, 1000)),
+    Spec(
+        "inference.num_frames",
+        16,
+        "Default frames of a rollout (video mode).",
+        bounds=(2, 256),
+    ),
+    Spec(
+        "inference.guidance_scale",
+        7.5,
+        "Default classifier-free guidance scale on the instruction (1 = no guidance).",
+        bounds=(0.0, 50.0),
+    ),
+    Spec("inference.eta", 1.0, "DDIM eta (0 = deterministic sampler).", bounds=(0.0, 1.0)),
+    Spec(
+        "inference.frame_stride",
+        0,
+        "Frame stride the model is conditioned on; 0 = the model's default.",
+        bounds=(0, 100),
+    ),
+    Spec(
+        "inference.frame_period",
+        0.1,
+        "Seconds between predicted frames (sets frame_offsets); a goal image is stamped at "
+        "the end of a default-length rollout.",
+        bounds=(0.001, 10.0),
+    ),
+    Spec(
+        "inference.seed",
+        -1,
+        "Seed of continuous-mode predictions; -1 = random.",
+        bounds=(-1, 2**31 - 1),
+    ),
+    Spec(
+        "limits.max_num_steps",
+        200,
+        "Largest num_steps a request may ask for.",
+        bounds=(1, 10000),
+    ),
+    Spec(
+        "limits.max_num_frames",
+        16,
+        "Largest num_frames a request may ask for (the frames the model was trained on).",
+        bounds=(2, 256),
+    ),
+    Spec(
+        "limits.max_candidates",
+        8,
+        "Largest number of candidate instructions in one request.",
+        bounds=(0, 256),
+    ),
+    Spec(
+        "limits.max_instruction_length",
+        2000,
+        "Longest accepted instruction, in characters.",
+        bounds=(1, 100000),
+    ),
+    Spec(
+        "limits.max_image_side",
+        4096,
+        "Largest accepted input image height or width, in pixels.",
+        bounds=(16, 32768),
+    ),
+    Spec(
+        "continuous.enabled",
+        False,
+        "Predict from the latest frame on every new instruction and publish goal_image and "
+        "rollout.",
+    ),
+    Spec(
+        "continuous.mode",
+        "image",
+        "Continuous-mode prediction: image (goal image) or video (rollout).",
+        choices=("image", "video"),
+    ),
+    Spec(
+        "diagnostics.period",
+        1.0,
+        "Seconds between /diagnostics messages.",
+        read_only=True,
+        bounds=(0.1, 60.0),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A snapshot of the parameters, read when needed."""
+
+    model_path: str
+    adapters: tuple[str, ...]
+    device: str
+    dtype: str
+    wait_for_lifecycle_manager: bool
+    image_reliability: str
+    queue_size: int
+    num_steps: int
+    num_frames: int
+    guidance_scale: float
+    eta: float
+    frame_stride: int
+    frame_period: float
+    seed: int
+    max_num_steps: int
+    max_num_frames: int
+    max_candidates: int
+    max_instruction_length: int
+    max_image_side: int
+    continuous: bool
+    continuous_mode: str
+    diagnostics_period: float
+
+
+def _descriptor(spec: Spec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.bounds is not None and isinstance(spec.default, float):
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float(spec.bounds[0]), to_value=float(spec.bounds[1]))
+        ]
+    elif spec.bounds is not None:
+        descriptor.integer_range = [
+            IntegerRange(from_value=int(spec.bounds[0]), to_value=int(spec.bounds[1]), step=1)
+        ]
+    return descriptor
+
+
+def _check_choices(parameters: list[Parameter]) -> SetParametersResult:
+    choices = {spec.name: spec.choices for spec in SPECS if spec.choices}
+    for parameter in parameters:
+        allowed = choices.get(parameter.name)
+        if allowed and parameter.value not in allowed:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{parameter.name} must be one of {', '.join(allowed)}; "
+                f"got {parameter.value!r}",
+            )
+    return SetParametersResult(successful=True)
+
+
+def declare(node: Node) -> None:
+    """Declare every parameter on ``node`` with its descriptor, and check choices on set."""
+    node.add_on_set_parameters_callback(_check_choices)
+    for spec in SPECS:
+        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+    overrides = [node.get_parameter(spec.name) for spec in SPECS if spec.choices]
+    result = _check_choices(overrides)
+    if not result.successful:
+        raise ValueError(result.reason)
+
+
+def read(node: Node) -> Settings:
+    """Return the current parameter values of ``node``."""
+
+    def value(name: str) -> Any:
+        return node.get_parameter(name).value
+
+    return Settings(
+        model_path=value("model.path"),
+        adapters=tuple(role.strip() for role in value("model.adapters").split(",") if role.strip()),
+        device=value("device"),
+        dtype=value("dtype"),
+        wait_for_lifecycle_manager=value("wait_for_lifecycle_manager"),
+        image_reliability=value("image_reliability"),
+        queue_size=value("queue_size"),
+        num_steps=value("inference.num_steps"),
+        num_frames=value("inference.num_frames"),
+        guidance_scale=value("inference.guidance_scale"),
+        eta=value("inference.eta"),
+        frame_stride=value("inference.frame_stride"),
+        frame_period=value("inference.frame_period"),
+        seed=value("inference.seed"),
+        max_num_steps=value("limits.max_num_steps"),
+        max_num_frames=value("limits.max_num_frames"),
+        max_candidates=value("limits.max_candidates"),
+        max_instruction_length=value("limits.max_instruction_length"),
+        max_image_side=value("limits.max_image_side"),
+        continuous=value("continuous.enabled"),
+        continuous_mode=value("continuous.mode"),
+        diagnostics_period=value("diagnostics.period"),
+    )
