@@ -128,6 +128,8 @@ def add_adapter(
             # Several named adapters in one module are intended here.
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
             inject_adapter_in_model(config, getattr(model, component), adapter_name=role)
+        component_module = getattr(model, component)
+        component_module.train(component_module.training)  # new dropout layers follow the mode
     _restore_flags(model, flags)
     for parameter in _adapter_parameters(model, role):
         parameter.requires_grad_(False)
@@ -201,23 +203,39 @@ def save_adapter(model: nn.Module, role: str, folder: str | Path) -> None:
     if role not in adapter_roles(model):
         raise AdapterError(f"the model has no {role!r} adapter")
     state: dict[str, torch.Tensor] = {}
-    targets: dict[str, list[str]] = {}
-    rank = None
     for component in ADAPTED_COMPONENTS:
         module = getattr(model, component)
-        layers = [(n, m) for n, m in module.named_modules() if isinstance(m, LoraLayer)]
-        names = [name for name, layer in layers if role in layer.lora_A]
-        if not names:
-            continue
-        targets[component] = names
-        rank = dict(layers)[names[0]].r[role]
-        adapter_state = get_peft_model_state_dict(module, adapter_name=role)
-        state.update({f"{component}.{k}": v.contiguous() for k, v in adapter_state.items()})
+        if any(role in layer.lora_A for layer in _lora_layers(module)):
+            adapter_state = get_peft_model_state_dict(module, adapter_name=role)
+            state.update({f"{component}.{k}": v for k, v in adapter_state.items()})
+    write_adapter(folder, role, state)
+
+
+def write_adapter(folder: str | Path, role: str, state: dict[str, torch.Tensor]) -> None:
+    """Write an adapter folder from peft-layout weights keyed ``<component>.<module>.lora_*``.
+
+    The rank and the target modules are read off the weights.
+    """
+    _role(role)
+    targets: dict[str, list[str]] = {}
+    ranks = set()
+    for key, value in state.items():
+        component, name = key.split(".", 1)
+        module, matrix = name.rsplit(".lora_", 1)
+        if component not in ADAPTED_COMPONENTS or matrix not in ("A.weight", "B.weight"):
+            raise AdapterError(f"not a LoRA weight of an adapted component: {key!r}")
+        ranks.add(value.shape[0] if matrix == "A.weight" else value.shape[1])
+        names = targets.setdefault(component, [])
+        if module not in names:
+            names.append(module)
+    if len(ranks) != 1:
+        raise AdapterError(f"an adapter needs one LoRA rank, found {sorted(ranks)}")
+    rank = ranks.pop()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"role": role, "r": rank, "lora_alpha": rank, "target_modules": targets}
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    save_file(state, folder / WEIGHTS_NAME)
+    save_file({key: value.contiguous() for key, value in state.items()}, folder / WEIGHTS_NAME)
 
 
 def _read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -252,13 +270,14 @@ def load_adapter(model: nn.Module, path: str | Path, role: str | None = None) ->
         prefix = f"{component}."
         part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
         module = getattr(model, component)
-        expected = set(get_peft_model_state_dict(module, adapter_name=role)) if part else set()
-        if set(part) != expected:
-            missing = sorted(expected - set(part))[:3]
-            unexpected = sorted(set(part) - expected)[:3]
+        expected = get_peft_model_state_dict(module, adapter_name=role) if part else {}
+        mismatched = [k for k in part if k in expected and part[k].shape != expected[k].shape]
+        if set(part) != set(expected) or mismatched:
+            missing = sorted(set(expected) - set(part))[:3]
+            unexpected = sorted(set(part) - set(expected))[:3]
             raise AdapterError(
                 f"{path} does not fit the model's {component}: missing {missing}, "
-                f"unexpected {unexpected}"
+                f"unexpected {unexpected}, shape mismatch {mismatched[:3]}"
             )
         if part:
             set_peft_model_state_dict(module, part, adapter_name=role)

@@ -117,3 +117,29 @@ def convert_resampler_state_dict(state: dict[str, torch.Tensor]) -> dict[str, to
         else:
             raise KeyError(f"unexpected Resampler key {key!r}")
     return converted
+
+
+_SHOWME_LORA_KEY = re.compile(r"^layers\.(\d+)\.0\.stage[12]_lora_cross_attn_([qkv])\.lora_([AB])$")
+
+
+def convert_showme_lora_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert the ShowMe release's Resampler LoRA (``image_proj_model.*`` without the prefix).
+
+    The release stores ``lora_A`` as ``(in, r)`` and ``lora_B`` as ``(r, out)`` with scaling 1, its
+    k and v LoRA acting on the halves of the fused ``to_kv``; the result is in peft's layout
+    (``layers.<i>.attn.to_<q|k|v>.lora_<A|B>.weight``, ``(r, in)`` and ``(out, r)``).
+
+    Raises:
+        KeyError: A key that is not a Resampler LoRA weight.
+
+    """
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = _SHOWME_LORA_KEY.match(key)
+        if match is None:
+            raise KeyError(f"unexpected Resampler LoRA key {key!r}")
+        index, projection, matrix = match.groups()
+        converted[f"layers.{index}.attn.to_{projection}.lora_{matrix}.weight"] = (
+            value.T.contiguous()
+        )
+    return converted
