@@ -100,6 +100,12 @@ class DualCrossAttention(Attention):
         self.to_v_ip = nn.Linear(cross_attention_dim, inner_dim, bias=False)
         self.alpha = nn.Parameter(torch.zeros(())) if learnable_image_weight else None
 
+    def set_processor(self, processor: object) -> None:
+        """Accept only :class:`DualCrossAttnProcessor`; others would drop the image tokens."""
+        if not isinstance(processor, DualCrossAttnProcessor):
+            raise TypeError(f"DualCrossAttention needs DualCrossAttnProcessor, got {processor!r}")
+        super().set_processor(processor)
+
     def image_weight(self) -> torch.Tensor | float:
         """Return the factor applied to the image-token attention."""
         return 1.0 if self.alpha is None else torch.tanh(self.alpha) + 1.0

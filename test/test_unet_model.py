@@ -159,3 +159,21 @@ def test_bad_inputs_raise_clear_errors():
         model(sample, 10, context[:, :50])
     with pytest.raises(ValueError, match="scalar or a"):
         model(sample, torch.tensor([1, 2, 3]), context)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = _random_tiny(image_mode_temporal_convs=True)
+    model.save_pretrained(tmp_path)
+    loaded = ShowMeUNet.from_pretrained(tmp_path).eval()
+    assert loaded.config.image_mode_temporal_convs
+    sample, context = _inputs(frames=2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(sample, 10, context), model(sample, 10, context))
+
+
+def test_dual_attention_refuses_a_plain_processor():
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    attention = next(m for m in _random_tiny().modules() if isinstance(m, DualCrossAttention))
+    with pytest.raises(TypeError, match="DualCrossAttnProcessor"):
+        attention.set_processor(AttnProcessor2_0())
