@@ -94,6 +94,24 @@ def test_video_mode_scores_rollouts_and_motion(manifest, tmp_path):
     assert len(moving["per_sample"]) == 6
 
 
+def test_real_tiny_pipeline_end_to_end(manifest, tmp_path):
+    """The console entry point with a real (tiny, random) model folder instead of a stand-in."""
+    import torch
+
+    from showme_model.model import ShowMeModel
+
+    torch.manual_seed(0)
+    ShowMeModel.from_config_name("tiny").save_pretrained(tmp_path / "model")
+    out = tmp_path / "tiny.json"
+    argv = ["--model", str(tmp_path / "model"), "--manifest", str(manifest), "--out", str(out)]
+    argv += ["--mode", "video", "--num-frames", "4", "--num-steps", "2", "--limit", "2"]
+    assert main(argv) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["num_samples"] == 2 and summary["swap_scenes"] == 1
+    assert np.isfinite([summary["goal_psnr"], summary["video_ssim"], summary["motion_score"]]).all()
+    assert json.loads(out.read_text())["settings"]["num_frames"] == 4
+
+
 def test_limit_keeps_whole_scenes(manifest, tmp_path):
     out = tmp_path / "r.json"
     argv = ["--model", "m", "--manifest", str(manifest), "--limit", "3", "--out", str(out)]

@@ -336,7 +336,7 @@ def pipeline_predictor(
     """Build a :data:`Predictor` on :class:`showme_model.pipeline.ShowMePipeline`."""
     from showme_model.pipeline import ShowMePipeline
 
-    pipeline = ShowMePipeline.from_pretrained(model).to(device)
+    pipeline = ShowMePipeline.from_pretrained(model, device=device)
 
     def predict(images: list[np.ndarray], instructions: list[str]) -> list[np.ndarray]:
         result = pipeline.predict(
