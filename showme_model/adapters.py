@@ -6,11 +6,12 @@ Two roles, matching ShowMe's two training stages:
   projector's q, k, v.
 - ``prediction`` (stage 2, videos; rank 64): the UNet's spatial and temporal targets.
 
-Both use LoRA scaling 1 (``lora_alpha == r``) and dropout 0.1. They may share layers; which
-roles act in a forward pass is chosen per call with :func:`active_adapters` (image mode:
-``manipulation``; video mode: ``manipulation`` and ``prediction``). Which role trains is set with
-:func:`set_trainable_adapter`; activating adapters never changes which parameters train (peft's
-``set_adapter`` would mark every active adapter trainable, so the flags are restored after it).
+Both use LoRA scaling 1 (``lora_alpha == r``, per module when ranks differ) and dropout 0.1.
+They may share layers; which roles act in a forward pass is chosen per call with
+:func:`active_adapters` (image mode: ``manipulation``; video mode: ``manipulation`` and
+``prediction``). Which role trains is set with :func:`set_trainable_adapter`; activating
+adapters never changes which parameters train (peft's ``set_adapter`` would mark every active
+adapter trainable, so the flags are restored after it).
 
 An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` whose keys are
 ``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (and ``image_projector.`` ones).
@@ -22,6 +23,7 @@ import contextlib
 import json
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +101,11 @@ def adapter_roles(model: nn.Module) -> list[str]:
 
 
 def add_adapter(
-    model: nn.Module, role: str, rank: int | None = None, targets: dict | None = None
+    model: nn.Module,
+    role: str,
+    rank: int | None = None,
+    targets: dict | None = None,
+    rank_pattern: dict[str, int] | None = None,
 ) -> None:
     """Inject a fresh (zero-effect) LoRA adapter named ``role`` into the model.
 
@@ -108,6 +114,7 @@ def add_adapter(
         role: ``manipulation`` or ``prediction``.
         rank: LoRA rank; the role's default when ``None``.
         targets: Module names per component; the role's targets when ``None``.
+        rank_pattern: Ranks that differ from ``rank``, keyed ``<component>.<module>``.
 
     The new adapter is active and frozen; call :func:`set_trainable_adapter` to train it.
 
@@ -121,8 +128,19 @@ def add_adapter(
     for component, names in targets.items():
         if not names:
             continue
+        prefix = f"{component}."
+        pattern = {
+            re.escape(key.removeprefix(prefix)): value
+            for key, value in (rank_pattern or {}).items()
+            if key.startswith(prefix)
+        }
         config = LoraConfig(
-            r=rank, lora_alpha=rank, lora_dropout=spec.dropout, target_modules=names
+            r=rank,
+            lora_alpha=rank,
+            lora_dropout=spec.dropout,
+            target_modules=names,
+            rank_pattern=pattern,
+            alpha_pattern=pattern,  # scaling 1 everywhere
         )
         with warnings.catch_warnings():
             # Several named adapters in one module are intended here.
@@ -214,26 +232,33 @@ def save_adapter(model: nn.Module, role: str, folder: str | Path) -> None:
 def write_adapter(folder: str | Path, role: str, state: dict[str, torch.Tensor]) -> None:
     """Write an adapter folder from peft-layout weights keyed ``<component>.<module>.lora_*``.
 
-    The rank and the target modules are read off the weights.
+    The ranks and the target modules are read off the weights.
     """
     _role(role)
     targets: dict[str, list[str]] = {}
-    ranks = set()
+    ranks: dict[str, int] = {}
     for key, value in state.items():
         component, name = key.split(".", 1)
         module, matrix = name.rsplit(".lora_", 1)
         if component not in ADAPTED_COMPONENTS or matrix not in ("A.weight", "B.weight"):
             raise AdapterError(f"not a LoRA weight of an adapted component: {key!r}")
-        ranks.add(value.shape[0] if matrix == "A.weight" else value.shape[1])
+        ranks[f"{component}.{module}"] = value.shape[0] if matrix == "A.weight" else value.shape[1]
         names = targets.setdefault(component, [])
         if module not in names:
             names.append(module)
-    if len(ranks) != 1:
-        raise AdapterError(f"an adapter needs one LoRA rank, found {sorted(ranks)}")
-    rank = ranks.pop()
+    if not ranks:
+        raise AdapterError(f"no LoRA weights for the {role!r} adapter")
+    counts = Counter(ranks.values())
+    rank = max(counts, key=counts.__getitem__)
+    config = {
+        "role": role,
+        "r": rank,
+        "lora_alpha": rank,
+        "rank_pattern": {key: value for key, value in ranks.items() if value != rank},
+        "target_modules": targets,
+    }
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"role": role, "r": rank, "lora_alpha": rank, "target_modules": targets}
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     save_file({key: value.contiguous() for key, value in state.items()}, folder / WEIGHTS_NAME)
 
@@ -265,7 +290,13 @@ def load_adapter(model: nn.Module, path: str | Path, role: str | None = None) ->
     config, state = _read_adapter(Path(path))
     role = role or config["role"]
     if role not in adapter_roles(model):
-        add_adapter(model, role, rank=config["r"], targets=config["target_modules"])
+        add_adapter(
+            model,
+            role,
+            rank=config["r"],
+            targets=config["target_modules"],
+            rank_pattern=config.get("rank_pattern"),
+        )
     for component in ADAPTED_COMPONENTS:
         prefix = f"{component}."
         part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

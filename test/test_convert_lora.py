@@ -1,0 +1,75 @@
+"""showme-convert lora: ShowMe release LoRA files into adapter folders."""
+
+import json
+import pathlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from showme_model import adapters
+from showme_model.convert import main
+from showme_model.unet import ShowMeUNet
+
+FIXTURES = Path(__file__).parent / "fixtures"
+UNET_CONFIG = FIXTURES / "dynamicrafter_parity" / "unet_config.json"
+
+
+def _release_file(tmp_path: Path) -> Path:
+    state = load_file(FIXTURES / "dynamicrafter_parity" / "stage1_lora.safetensors")
+    projector = load_file(FIXTURES / "resampler_parity" / "stage1_lora.safetensors")
+    state.update({f"image_proj_model.{k}": v for k, v in projector.items()})
+    path = tmp_path / "stage1_lora.safetensors"
+    save_file(state, path)
+    return path
+
+
+def test_stage1_release_becomes_a_loadable_manipulation_adapter(tmp_path, capsys):
+    out = tmp_path / "adapter"
+    status = main(
+        ["lora", str(_release_file(tmp_path)), str(out), "--unet-config", str(UNET_CONFIG)]
+    )
+    assert status == 0
+    assert "stage 1 -> manipulation" in capsys.readouterr().out
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["role"] == "manipulation" and config["r"] == config["lora_alpha"]
+    assert {"unet", "image_projector"} == set(config["target_modules"])
+
+    unet = ShowMeUNet(**json.loads(UNET_CONFIG.read_text()))
+    from test.test_components_resampler import _projector
+
+    model = nn.ModuleDict({"unet": unet, "image_projector": _projector()})
+    assert adapters.load_adapter(model, out) == "manipulation"
+    weights = load_file(out / "adapter_model.safetensors")
+    key = next(k for k in weights if k.startswith("unet.") and k.endswith("lora_B.weight"))
+    module = key.removeprefix("unet.").removesuffix(".lora_B.weight")
+    loaded = model.unet.get_submodule(module).lora_B["manipulation"].weight
+    assert torch.equal(loaded, weights[key])
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_refuses_code_and_mixed_stages(tmp_path, capsys):
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": _Payload(tmp_path / "ran")}}, evil)
+    assert main(["lora", str(evil), str(tmp_path / "a")]) == 1
+    assert "refused without running" in capsys.readouterr().err
+    assert not (tmp_path / "ran").exists()
+
+    mixed = tmp_path / "mixed.safetensors"
+    save_file(
+        {
+            "a.stage1_lora_ff_in.lora_A": torch.zeros(2, 2),
+            "a.stage2_lora_ff_in.lora_A": torch.zeros(2, 2),
+        },
+        mixed,
+    )
+    assert main(["lora", str(mixed), str(tmp_path / "b")]) == 1
+    assert "exactly one stage" in capsys.readouterr().err
