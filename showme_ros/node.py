@@ -221,8 +221,8 @@ class PredictorNode(LifecycleNode):
             )
             result.success, result.message = True, f"{len(result.predictions)} prediction(s)"
             goal_handle.succeed()
-        except JobCancelledError:
-            result.message = "cancelled"
+        except JobCancelledError as error:
+            result.message = f"cancelled: {error}"
             goal_handle.canceled()
         except (RequestError, ValueError) as error:
             result.message = str(error)
