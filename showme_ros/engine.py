@@ -153,6 +153,13 @@ class Engine:
             raise JobCancelledError(str(error)) from error
         return np.asarray(result.frames)
 
+    def warm_up(self) -> None:
+        """Run one tiny prediction so the first request does not pay for lazy initialisation."""
+        height, width = self.pipeline.resolution
+        self.pipeline.predict(
+            np.zeros((height, width, 3), np.uint8), ["warm up"], num_steps=1, seed=0
+        )
+
     def gpu_memory_bytes(self) -> int:
         """Bytes allocated on the GPU by this process (0 on CPU)."""
         import torch

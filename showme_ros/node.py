@@ -42,7 +42,7 @@ from std_msgs.msg import String
 from showme_ros import parameters
 from showme_ros.action import PredictRollout
 from showme_ros.diagnostics import ModelState, ServingStats, report
-from showme_ros.engine import Engine, JobCancelledError, ModelLoadError, Progress, choose_model
+from showme_ros.engine import Engine, JobCancelledError, Progress, choose_model
 from showme_ros.image_conversion import ImageConversionError, rgb_to_image
 from showme_ros.jobs import (
     MODES,
@@ -150,7 +150,8 @@ class PredictorNode(LifecycleNode):
             engine = Engine.load(
                 choice.path, self.settings.adapters, self.settings.device, self.settings.dtype
             )
-        except (ModelLoadError, ValueError, OSError) as error:
+            engine.warm_up()
+        except (RuntimeError, ValueError, OSError) as error:  # ModelLoadError is a RuntimeError
             self._load_error = str(error)
             self.get_logger().error(f"activation failed: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -199,6 +200,8 @@ class PredictorNode(LifecycleNode):
             response.message = f"{len(response.predictions)} prediction(s)"
         except (RequestError, ValueError) as error:
             response.success, response.message = False, str(error)
+        except JobCancelledError as error:
+            response.success, response.message = False, f"stopped by deactivation: {error}"
         return response
 
     def _on_goal(self, goal_handle: ServerGoalHandle) -> PredictRollout.Result:

@@ -18,6 +18,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from showme_ros.client import ShowMeClient, make_request, to_goal
+from showme_ros.examples.planner import plan
+from showme_ros.image_conversion import image_to_rgb
 from showme_ros.launch_command import node_command
 from showme_ros.msg import PredictedRollout
 
@@ -173,6 +175,24 @@ def test_service_image_and_video_modes_copy_the_conditioning_header(served):
         assert offsets == sorted(offsets) and offsets[1] > 0
     first = [bytes(f.data) for f in response.predictions[0].frames]
     assert first != [bytes(f.data) for f in response.predictions[1].frames]
+
+
+def test_example_planner_picks_the_candidate_whose_goal_matches_the_target(served):
+    client, _, _ = served
+    image = picture(8)
+    candidates = ["open the drawer", "close the drawer", "push the button"]
+    reference = client.predict(
+        make_request(candidates[0], image=image, seed=3, candidates=candidates[1:])
+    )
+    assert reference.success, reference.message
+    target = image_to_rgb(reference.predictions[2].frames[0])
+    chosen = plan(client, image, target, candidates, seed=3)
+    assert chosen.instruction == "push the button"
+    assert (
+        chosen.distances["push the button"]
+        < 1e-6
+        < min(chosen.distances["open the drawer"], chosen.distances["close the drawer"])
+    )
 
 
 def test_action_sends_feedback_every_step_and_copies_the_header(served):

@@ -1,0 +1,1 @@
+"""Examples of programs that consume the showme node's predictions."""
