@@ -1,0 +1,103 @@
+"""``showme-data``: prepare training data (Meta-World clips, SSv2, EPIC-KITCHENS, optical flow).
+
+Every command shows progress and ends with a summary of what it wrote and what it skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _metaworld(args: argparse.Namespace) -> list[str]:
+    from training.data.metaworld_gen import generate
+
+    out = Path(args.out or f"data/metaworld{args.size}")
+    summary = generate(out, args.clips, args.size, args.frames, args.workers, args.seed)
+    return [*summary.lines(), f"manifest: {out / 'manifest.jsonl'}"]
+
+
+def _ssv2(args: argparse.Namespace) -> list[str]:
+    from training.data.ssv2 import convert_ssv2
+
+    report = convert_ssv2(
+        args.labels, args.videos, Path(args.out), args.test_clips, args.seed, args.check_videos
+    )
+    return report.lines()
+
+
+def _epic(args: argparse.Namespace) -> list[str]:
+    from training.data.epic import curate_epic
+
+    report = curate_epic(
+        args.annotations,
+        args.videos,
+        Path(args.out),
+        args.clip,
+        args.dino,
+        args.split,
+        args.threshold,
+        args.device,
+    )
+    return report.lines()
+
+
+def _flow(args: argparse.Namespace) -> list[str]:
+    from training.data.flow import cache_manifest_flow
+
+    report = cache_manifest_flow(Path(args.manifest), args.frames, args.size, args.latent_factor)
+    return report.lines()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``showme-data`` argument parser."""
+    parser = argparse.ArgumentParser(prog="showme-data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mw = sub.add_parser("metaworld", help="generate Meta-World clips with scripted experts")
+    mw.add_argument("--clips", type=int, default=2000, help="number of clips (default 2000)")
+    mw.add_argument("--size", type=int, default=64, help="frame side in pixels (64 or 128)")
+    mw.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    mw.add_argument("--out", help="output folder (default data/metaworld<size>)")
+    mw.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    mw.add_argument("--seed", type=int, default=0, help="first layout seed")
+    mw.set_defaults(run=_metaworld)
+
+    ss = sub.add_parser("ssv2", help="Something-Something v2 labels + videos -> manifest")
+    ss.add_argument("--labels", type=Path, required=True, help="folder with train.json etc.")
+    ss.add_argument("--videos", type=Path, required=True, help="folder with <id>.webm")
+    ss.add_argument("--out", required=True, help="output manifest (.jsonl)")
+    ss.add_argument("--test-clips", type=int, default=2048, help="test clips drawn from val")
+    ss.add_argument("--seed", type=int, default=0)
+    ss.add_argument("--check-videos", action="store_true", help="decode each video once")
+    ss.set_defaults(run=_ssv2)
+
+    ep = sub.add_parser("epic", help="EPIC-KITCHENS-100 dual-similarity curation -> manifest")
+    ep.add_argument("--annotations", type=Path, required=True, help="EPIC_100_<split>.csv")
+    ep.add_argument("--videos", type=Path, required=True, help="folder with <narration_id>.mp4")
+    ep.add_argument("--out", required=True, help="output manifest (.jsonl)")
+    ep.add_argument("--clip", type=Path, required=True, help="local CLIP model folder")
+    ep.add_argument("--dino", type=Path, required=True, help="local DINO model folder")
+    ep.add_argument("--split", default="train", choices=["train", "val", "test"])
+    ep.add_argument("--threshold", type=float, default=0.1)
+    ep.add_argument("--device", default="cpu")
+    ep.set_defaults(run=_epic)
+
+    fl = sub.add_parser("flow", help="cache optical-flow magnitudes next to each clip")
+    fl.add_argument("--manifest", required=True)
+    fl.add_argument("--frames", type=int, default=16, help="frames sampled per clip")
+    fl.add_argument("--size", type=int, default=64, help="training resolution")
+    fl.add_argument("--latent-factor", type=int, default=8, help="pixels per latent cell")
+    fl.set_defaults(run=_flow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``showme-data``."""
+    args = build_parser().parse_args(argv)
+    lines = args.run(args)
+    print("\n".join(["", f"== showme-data {args.command}: summary", *lines]))
+
+
+if __name__ == "__main__":
+    main()
