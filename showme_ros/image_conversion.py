@@ -120,8 +120,8 @@ def rgb_to_image(array: np.ndarray, header: Header | None = None) -> Image:
 
 
 def is_empty(msg: Image) -> bool:
-    """Whether an image field was left unset (no size and no data)."""
-    return msg.height == 0 and msg.width == 0 and len(msg.data) == 0
+    """Whether an image field was left unset: a zero height or width, and no data."""
+    return (msg.height == 0 or msg.width == 0) and len(msg.data) == 0
 
 
 def _validate(msg: Image, max_side: int) -> tuple[int, type]:

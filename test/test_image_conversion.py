@@ -114,4 +114,5 @@ def test_rgb_to_image_keeps_header_and_round_trips():
         12,
     )
     np.testing.assert_array_equal(image_to_rgb(msg), RGB)
-    assert is_empty(Image()) and not is_empty(msg)
+    assert is_empty(Image()) and is_empty(Image(height=0, width=8)) and not is_empty(msg)
+    assert not is_empty(Image(height=0, width=0, data=b"\x01"))

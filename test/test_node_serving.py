@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import psutil
 import pytest
@@ -14,7 +15,7 @@ import rclpy
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from showme_ros.client import ShowMeClient, make_request, to_goal
@@ -175,6 +176,24 @@ def test_service_image_and_video_modes_copy_the_conditioning_header(served):
         assert offsets == sorted(offsets) and offsets[1] > 0
     first = [bytes(f.data) for f in response.predictions[0].frames]
     assert first != [bytes(f.data) for f in response.predictions[1].frames]
+
+
+def test_compressed_camera_frames_are_used_too(served):
+    client, _, _ = served
+    _, png = cv2.imencode(".png", picture(9))
+    frame = CompressedImage(header=header(4242, "compressed_cam"), format="png")
+    frame.data = png.tobytes()
+    publisher = client.publisher(CompressedImage, "/showme/image/compressed")
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
+    while True:
+        publisher.publish(frame)
+        time.sleep(0.2)
+        response = client.predict(make_request("open"))
+        stamp = response.predictions[0].header.stamp.sec if response.success else None
+        if stamp == 4242 or time.monotonic() > deadline:
+            break
+    assert response.success and stamp == 4242, response.message
+    assert response.predictions[0].header.frame_id == "compressed_cam"
 
 
 def test_example_planner_picks_the_candidate_whose_goal_matches_the_target(served):
