@@ -9,9 +9,11 @@ Interfaces (relative names; the launch file puts the node in namespace ``showme`
 - publishes ``goal_image`` (sensor_msgs/Image) and ``rollout`` (showme_ros/msg/PredictedRollout)
   in continuous mode, and ``/diagnostics``.
 
-The model is loaded on activate and freed on deactivate. Inference runs in a reentrant callback
-group under a multi-threaded executor, one job at a time; up to ``queue_size`` requests wait,
-later ones are answered at once with a 'busy' message.
+Action goals are always accepted; one that cannot run (node inactive, busy, invalid request) is
+aborted at once with success=false and the reason in its result, since a rejected goal cannot
+carry a reason. The model is loaded on activate and freed on deactivate. Inference runs in a
+reentrant callback group under a multi-threaded executor, one job at a time; up to
+``queue_size`` requests wait, later ones are answered at once with a 'busy' message.
 """
 
 from __future__ import annotations
