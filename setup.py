@@ -27,6 +27,7 @@ setup(
         "opencv-python-headless>=4.9",
         "numpy>=1.26",
         "pyyaml>=6.0",
+        "psutil>=5.9",
         "tqdm>=4.66",
         "imageio>=2.34",
         "sentence-transformers>=3.0",
