@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Trains the shipped Meta-World model (showme_model/weights/showme-metaworld-64) from scratch on
+# one CPU: data, frame autoencoder, depth critic, base -> stage 1 -> stage 2, evaluation, export.
+# Every intermediate lands in runs/metaworld64/ (git-ignored). Usage, from the repository root:
+#   bash training/recipes/metaworld64.sh
+# Set SHOWME_PY to choose the Python (default .venv/bin/python); THREADS to set torch threads.
+set -euo pipefail
+
+PY=${SHOWME_PY:-.venv/bin/python}
+export OMP_NUM_THREADS=${THREADS:-1}
+RUNS=runs/metaworld64
+DATA=$RUNS/data
+SHIPPED=showme_model/weights/showme-metaworld-64
+mkdir -p "$RUNS"
+
+# 1. Data: 400 training clips (layout seeds 1000-1018) and two held-out test layouts (seeds
+#    2028 and 2040, evaluation-only phrasings); 16 frames of 64x64 with rendered depth.
+$PY -m training.data.cli metaworld --clips 400 --size 64 --seed 1000 --out "$DATA"
+for seed in 2028 2040; do
+  $PY -m training.data.cli metaworld --clips 22 --size 64 --seed $seed --workers 1 \
+    --out "$RUNS/heldout_$seed"
+done
+# Stage-2 motion reward: DIS flow magnitudes of 4-frame clips at latent size (f4: 16x16).
+$PY -m training.data.cli flow --manifest "$DATA/manifest.jsonl" --frames 4 --size 64 \
+  --latent-factor 4
+
+# 2. Frame autoencoder (f4, 4 latent channels) and the depth critic of the structure reward.
+$PY -m training.train_vae --config training/configs/metaworld64-vae.yaml \
+  --manifest "$DATA/manifest.jsonl" --out "$RUNS/vae" --threads "$OMP_NUM_THREADS"
+$PY -m training.train_depth --manifest "$DATA/manifest.jsonl" \
+  --out "$RUNS/small_depth.safetensors" --steps 150 --batch-size 8 --frames-per-clip 2 \
+  --channels 8 16 32 48 --threads "$OMP_NUM_THREADS"
+
+# 3. Untrained model folder: random UNet / image encoder / projector, packaged MiniLM-L6.
+$PY -m training.recipes.assemble_model --config training/configs/metaworld64-model.yaml \
+  --vae "$RUNS/vae" --manifest "$DATA/manifest.jsonl" --out "$RUNS/init"
+
+# 4. The three training runs.
+$PY -m training.train base --config training/configs/metaworld64-base.yaml
+$PY -m training.train stage1 --config training/configs/metaworld64-stage1.yaml
+$PY -m training.train stage2 --config training/configs/metaworld64-stage2.yaml
+
+# 5. Export: the base model with both adapters.
+rm -rf "$SHIPPED"
+cp -r "$RUNS/base/final/model" "$SHIPPED"
+mkdir -p "$SHIPPED/adapters"
+cp -r "$RUNS/stage1/final/adapters/manipulation" "$SHIPPED/adapters/"
+cp -r "$RUNS/stage2/final/adapters/prediction" "$SHIPPED/adapters/"
+
+# 6. Held-out evaluation (goal-image PSNR/SSIM vs the copy-input baseline, swap accuracy).
+for seed in 2028 2040; do
+  $PY -m training.evaluate --model "$SHIPPED" --manifest "$RUNS/heldout_$seed/manifest.jsonl" \
+    --split test --phrasings eval --num-steps 20 --guidance-scale 3 \
+    --out "$RUNS/eval_$seed/image.json"
+done
