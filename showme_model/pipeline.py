@@ -165,6 +165,10 @@ class _Cache(OrderedDict):
 class ShowMePipeline:
     """Goal images and rollouts from a :class:`~showme_model.model.ShowMeModel`.
 
+    The pipeline reads which adapters the model has when it is made, and switches the active
+    ones per mode only when the mode changes (switching walks every module); it assumes nothing
+    else switches them between its calls.
+
     Args:
         model: The model, with its adapters injected (see :mod:`showme_model.adapters`).
 
@@ -174,6 +178,9 @@ class ShowMePipeline:
         self.model = model.eval()
         self._text_cache = _Cache()
         self._image_cache = _Cache()
+        self._roles_present = adapter_lib.adapter_roles(model)
+        self._roles_active: tuple[str, ...] | None = None
+        self._placement()
 
     @classmethod
     def from_pretrained(
@@ -213,12 +220,23 @@ class ShowMePipeline:
         self.model.to(device=device, dtype=dtype)
         self._text_cache.clear()
         self._image_cache.clear()
+        self._placement()
         return self
+
+    def _placement(self) -> None:
+        # Read once: diffusers' device/dtype properties walk the whole module tree.
+        weight = next(self.model.unet.parameters())
+        self._device, self._dtype = weight.device, weight.dtype
 
     @property
     def device(self) -> torch.device:
         """Device of the UNet."""
-        return self.model.device
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Weight dtype of the UNet."""
+        return self._dtype
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -232,8 +250,12 @@ class ShowMePipeline:
         return self.model.image_projector.config.video_length or DEFAULT_MAX_FRAMES
 
     def _roles(self, mode: Mode) -> list[str]:
-        present = adapter_lib.adapter_roles(self.model)
-        return [role for role in MODE_ROLES[mode] if role in present]
+        return [role for role in MODE_ROLES[mode] if role in self._roles_present]
+
+    def _activate(self, roles: Sequence[str]) -> None:
+        if self._roles_present and tuple(roles) != self._roles_active:
+            adapter_lib.set_active_adapters(self.model, roles)
+            self._roles_active = tuple(roles)
 
     def encode_text(self, instructions: Sequence[str]) -> torch.Tensor:
         """Text tokens ``(B, L, D)``; each distinct prompt is encoded once and cached."""
@@ -251,9 +273,9 @@ class ShowMePipeline:
         by_key = dict(zip(keys, images, strict=True))
 
         def make(missing: list[Hashable]) -> torch.Tensor:
-            batch = torch.stack([by_key[key] for key in missing]).to(self.device, self.model.dtype)
-            with adapter_lib.active_adapters(self.model, roles):
-                return self.model.encode_image_context(batch)
+            batch = torch.stack([by_key[key] for key in missing]).to(self.device, self.dtype)
+            self._activate(roles)
+            return self.model.encode_image_context(batch)
 
         return torch.stack(self._image_cache.lookup(keys, make))
 
@@ -331,27 +353,27 @@ class ShowMePipeline:
         pixels = torch.stack([p[0] for p in prepared])
         geometry: list[InputGeometry] = [p[1] for p in prepared]
         contexts = self._contexts(pixels, texts, roles, guidance_scale, image_guidance_scale)
-        first = self.model.encode_latents(pixels.to(self.device, self.model.dtype)).unsqueeze(2)
+        first = self.model.encode_latents(pixels.to(self.device, self.dtype)).unsqueeze(2)
         concat = torch.zeros_like(first).repeat(1, 1, frames, 1, 1)
         concat[:, :, :1] = first
         sync()
         encoded = time.perf_counter()
 
-        with adapter_lib.active_adapters(self.model, roles):
-            sample = self.denoise(
-                contexts,
-                concat,
-                temporal=mode == "video",
-                num_steps=num_steps,
-                guidance_scale=guidance_scale,
-                image_guidance_scale=image_guidance_scale,
-                eta=eta,
-                frame_stride=frame_stride,
-                generator=generators,
-                scheduler=scheduler,
-                callback=callback,
-                latents=latents,
-            )
+        self._activate(roles)
+        sample = self.denoise(
+            contexts,
+            concat,
+            temporal=mode == "video",
+            num_steps=num_steps,
+            guidance_scale=guidance_scale,
+            image_guidance_scale=image_guidance_scale,
+            eta=eta,
+            frame_stride=frame_stride,
+            generator=generators,
+            scheduler=scheduler,
+            callback=callback,
+            latents=latents,
+        )
         sync()
         denoised = time.perf_counter()
 
@@ -445,7 +467,7 @@ class ShowMePipeline:
         """
         sampler = make_scheduler(scheduler, self.model.scheduler_config)
         sampler.set_timesteps(num_steps, device=self.device)
-        dtype = self.model.dtype
+        dtype = self.dtype
         if latents is None:
             latents = _randn(concat.shape, generator, self.device)
         # The sampler state stays in float32 whatever the weights' dtype.
