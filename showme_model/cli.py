@@ -84,8 +84,9 @@ def output_paths(out: Path, count: int) -> list[Path]:
 def predict(args: argparse.Namespace) -> list[Path]:
     """Run one prediction and write its files; returns the paths written."""
     model_folder = args.model or default_model_path()
-    pipeline = ShowMePipeline.from_pretrained(model_folder, device=args.device)
-    pipeline.to(args.device, DTYPES[args.dtype])
+    pipeline = ShowMePipeline.from_pretrained(
+        model_folder, device=args.device, dtype=DTYPES[args.dtype]
+    )
     image = read_image(args.image)
     with tqdm(total=args.steps, desc=f"showme {args.mode}", unit="step") as bar:
         result = pipeline.predict(
