@@ -26,7 +26,7 @@ from training.data.manifest import ClipRecord
 
 TASKS_FILE = Path(__file__).with_name("metaworld_tasks.json")
 MAX_STEPS = 400
-CAMERA = {"lookat": (0.0, 0.78, 0.1), "distance": 1.0, "azimuth": 180.0, "elevation": -30.0}
+CAMERA = {"lookat": (0.1, 0.75, 0.1), "distance": 1.0, "azimuth": 180.0, "elevation": -30.0}
 
 
 @dataclass(frozen=True)

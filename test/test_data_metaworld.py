@@ -1,0 +1,47 @@
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("metaworld")
+
+from training.data.dataset import ClipDataset
+from training.data.metaworld_gen import generate, load_tasks, split_for_seed
+
+
+@pytest.mark.slow
+def test_generator_writes_a_shared_start_pair(tmp_path):
+    summary = generate(tmp_path, clips=2, size=64, frames=16, workers=1, progress=False)
+    assert summary.clips == 2 and summary.failures == {}
+    records = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    tasks = [r["meta"]["task"] for r in records]
+    assert tasks == ["drawer-open-v3", "drawer-close-v3"]
+    assert records[0]["meta"]["scene_id"] == records[1]["meta"]["scene_id"]
+    assert records[0]["split"] == split_for_seed(0)
+    clips = [np.load(tmp_path / r["path"]) for r in records]
+    for clip in clips:
+        assert clip["frames"].shape == (16, 64, 64, 3) and clip["frames"].dtype == np.uint8
+        assert clip["depth"].shape == (16, 64, 64) and clip["depth"].dtype == np.float16
+        assert clip["frames"].std() > 10  # a rendered scene, not a black frame
+        assert 0.2 < float(clip["depth"].min()) < 3.0
+        assert clip["steps"][0] == 0 and clip["steps"][-1] > 16
+    first = [c["frames"][0] for c in clips]
+    last = [c["frames"][-1].astype(int) for c in clips]
+    assert np.array_equal(first[0], first[1])  # same start, the instruction decides
+    assert np.abs(last[0] - last[1]).mean() > 1.0
+    phrasings = load_tasks()[1]
+    pool = "train" if records[0]["split"] == "train" else "eval"
+    for record in records:
+        assert record["instruction"] in phrasings[record["meta"]["task"]][pool]
+    sample = ClipDataset(tmp_path / "manifest.jsonl", frames=16, size=64)[1]
+    assert sample["video"].shape == (3, 16, 64, 64)
+
+
+def test_phrasings_for_evaluation_are_separate():
+    scenes, phrasings = load_tasks()
+    tasks = {t for s in scenes for t in s.tasks}
+    assert tasks == set(phrasings)
+    for task in tasks:
+        train, held_out = set(phrasings[task]["train"]), set(phrasings[task]["eval"])
+        assert len(train) >= 3 and len(held_out) >= 2 and not train & held_out
+    assert {split_for_seed(s) for s in range(200)} == {"train", "val", "test"}
