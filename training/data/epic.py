@@ -80,11 +80,8 @@ class DualSimilarity:
         inputs = self.clip_processor(
             text=[text], images=list(frames), return_tensors="pt", padding=True, truncation=True
         ).to(self.device)
-        text_emb = self.clip.get_text_features(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-        )
-        image_emb = self.clip.get_image_features(pixel_values=inputs["pixel_values"])
-        return cosine_to(text_emb[0], image_emb).cpu().numpy()
+        out = self.clip(**inputs)
+        return cosine_to(out.text_embeds[0], out.image_embeds).cpu().numpy()
 
     @torch.no_grad()
     def first_to_frames(self, first: np.ndarray, frames: np.ndarray) -> np.ndarray:
