@@ -69,7 +69,10 @@ def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor
 
 def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> list[str]:
     """Load ``state``; raise on missing keys, return the unexpected ones."""
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ConversionError(f"{name}: {error}") from error
     if result.missing_keys:
         raise ConversionError(
             f"{name}: missing {len(result.missing_keys)} keys, e.g. {result.missing_keys[:5]}"
@@ -77,11 +80,36 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], name: 
     return list(result.unexpected_keys)
 
 
+def _vae(state: dict[str, torch.Tensor], scale_factor: float) -> tuple[AutoencoderKL, list[str]]:
+    """Build the VAE its LDM weights describe (widths, depth, latent channels); load them."""
+    ldm = _part(state, PREFIXES["vae"])
+    if "encoder.conv_in.weight" not in ldm:
+        raise ConversionError(f"VAE: no {PREFIXES['vae']}encoder.* weights in the checkpoint")
+    levels = 1 + max(int(k.split(".")[2]) for k in ldm if k.startswith("encoder.down."))
+    blocks = {k.split(".")[4] for k in ldm if k.startswith("encoder.down.0.block.")}
+    vae = AutoencoderKL(
+        in_channels=ldm["encoder.conv_in.weight"].shape[1],
+        out_channels=ldm["decoder.conv_out.weight"].shape[0],
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(
+            ldm[f"encoder.down.{level}.block.0.conv2.weight"].shape[0] for level in range(levels)
+        ),
+        layers_per_block=len(blocks),
+        latent_channels=ldm["post_quant_conv.weight"].shape[0],
+        norm_num_groups=32,  # LDM's autoencoder always uses GroupNorm(32)
+        scaling_factor=scale_factor,
+    )
+    vae_only = {k: v for k, v in state.items() if k.startswith(PREFIXES["vae"])}
+    return vae, _load_strict(vae, convert_ldm_vae_checkpoint(vae_only, dict(vae.config)), "VAE")
+
+
 def _text_encoder(
     state: dict[str, torch.Tensor], tokenizer: Path, heads: int
 ) -> OpenCLIPTextEncoder:
     layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks."))
     vocab, width = state["token_embedding.weight"].shape
+    clip_tokenizer = CLIPTokenizer.from_pretrained(tokenizer, local_files_only=True)
     config = CLIPTextConfig(
         vocab_size=vocab,
         hidden_size=width,
@@ -91,13 +119,13 @@ def _text_encoder(
         max_position_embeddings=state["positional_embedding"].shape[0],
         hidden_act="gelu",
         layer_norm_eps=1e-5,
+        bos_token_id=clip_tokenizer.bos_token_id,
+        eos_token_id=clip_tokenizer.eos_token_id,
     )
     model = CLIPTextModel(config)
     converted = convert_openclip_text_state_dict(state, num_layers=layers - 1)
     _load_strict(model, converted, "text encoder")
-    return OpenCLIPTextEncoder(
-        model, CLIPTokenizer.from_pretrained(tokenizer, local_files_only=True)
-    )
+    return OpenCLIPTextEncoder(model, clip_tokenizer)
 
 
 def _image_encoder(state: dict[str, torch.Tensor], heads: int) -> OpenCLIPImageEncoder:
@@ -182,10 +210,8 @@ def convert_model(args: argparse.Namespace) -> list[str]:
         f"unexpected (unet): {key}" for key in _load_strict(unet, unet_result.state_dict, "UNet")
     ]
 
-    vae = AutoencoderKL(scaling_factor=args.scale_factor)
-    vae_only = {k: v for k, v in state.items() if k.startswith(PREFIXES["vae"])}
-    vae_state = convert_ldm_vae_checkpoint(vae_only, dict(vae.config))
-    report += [f"unexpected (vae): {key}" for key in _load_strict(vae, vae_state, "VAE")]
+    vae, unexpected = _vae(state, args.scale_factor)
+    report += [f"unexpected (vae): {key}" for key in unexpected]
 
     model = ShowMeModel(
         unet,

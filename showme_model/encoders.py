@@ -177,6 +177,11 @@ class OpenCLIPImageEncoder(nn.Module):
         """Width of the produced tokens."""
         return self.model.config.hidden_size
 
+    @property
+    def device(self) -> torch.device:
+        """Device of the encoder weights."""
+        return self.model.device
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Encode ``(B, 3, H, W)`` images in ``[-1, 1]`` to ``(B, 1 + patches, dim)`` tokens."""
         pixels = clip_preprocess(images, self.model.config.image_size)
@@ -195,7 +200,7 @@ class OpenCLIPImageEncoder(nn.Module):
         return cls(CLIPVisionModel.from_pretrained(folder, local_files_only=True))
 
 
-def _convert_resblocks(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def _convert_resblocks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename OpenCLIP ``transformer.resblocks.*`` keys; fused ``in_proj`` -> q, k, v."""
     renames = {
         "ln_1": "layer_norm1",
@@ -207,7 +212,7 @@ def _convert_resblocks(state: dict[str, torch.Tensor], prefix: str) -> dict[str,
     converted: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         index, name = key.removeprefix("transformer.resblocks.").split(".", 1)
-        target = f"{prefix}encoder.layers.{index}."
+        target = f"encoder.layers.{index}."
         if name in ("attn.in_proj_weight", "attn.in_proj_bias"):
             kind = name.rsplit("_", 1)[1]
             for proj, part in zip(("q", "k", "v"), value.chunk(3, dim=0), strict=True):
@@ -229,10 +234,10 @@ def convert_openclip_text_state_dict(
     the text projection and logit scale, which the context does not use, are dropped.
     """
     singles = {
-        "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
-        "positional_embedding": "text_model.embeddings.position_embedding.weight",
-        "ln_final.weight": "text_model.final_layer_norm.weight",
-        "ln_final.bias": "text_model.final_layer_norm.bias",
+        "token_embedding.weight": "embeddings.token_embedding.weight",
+        "positional_embedding": "embeddings.position_embedding.weight",
+        "ln_final.weight": "final_layer_norm.weight",
+        "ln_final.bias": "final_layer_norm.bias",
     }
     converted = {singles[key]: value for key, value in state.items() if key in singles}
     blocks = {
@@ -240,7 +245,7 @@ def convert_openclip_text_state_dict(
         for key, value in state.items()
         if key.startswith("transformer.resblocks.") and int(key.split(".")[2]) < num_layers
     }
-    converted.update(_convert_resblocks(blocks, "text_model."))
+    converted.update(_convert_resblocks(blocks))
     return converted
 
 
@@ -250,17 +255,17 @@ def convert_openclip_vision_state_dict(state: dict[str, torch.Tensor]) -> dict[s
     The output projection ``proj``, which DynamiCrafter does not use, is dropped.
     """
     singles = {
-        "conv1.weight": "vision_model.embeddings.patch_embedding.weight",
-        "class_embedding": "vision_model.embeddings.class_embedding",
-        "positional_embedding": "vision_model.embeddings.position_embedding.weight",
-        "ln_pre.weight": "vision_model.pre_layrnorm.weight",
-        "ln_pre.bias": "vision_model.pre_layrnorm.bias",
-        "ln_post.weight": "vision_model.post_layernorm.weight",
-        "ln_post.bias": "vision_model.post_layernorm.bias",
+        "conv1.weight": "embeddings.patch_embedding.weight",
+        "class_embedding": "embeddings.class_embedding",
+        "positional_embedding": "embeddings.position_embedding.weight",
+        "ln_pre.weight": "pre_layrnorm.weight",
+        "ln_pre.bias": "pre_layrnorm.bias",
+        "ln_post.weight": "post_layernorm.weight",
+        "ln_post.bias": "post_layernorm.bias",
     }
     converted = {singles[key]: value for key, value in state.items() if key in singles}
     blocks = {k: v for k, v in state.items() if k.startswith("transformer.resblocks.")}
-    converted.update(_convert_resblocks(blocks, "vision_model."))
+    converted.update(_convert_resblocks(blocks))
     return converted
 
 

@@ -11,6 +11,8 @@ from torch import nn
 from showme_model import adapters
 from showme_model.convert import main
 from showme_model.unet import ShowMeUNet
+from showme_model.unet_conversion import convert_dynamicrafter_unet
+from test.test_components_resampler import _projector
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UNET_CONFIG = FIXTURES / "dynamicrafter_parity" / "unet_config.json"
@@ -37,8 +39,6 @@ def test_stage1_release_becomes_a_loadable_manipulation_adapter(tmp_path, capsys
     assert {"unet", "image_projector"} == set(config["target_modules"])
 
     unet = ShowMeUNet(**json.loads(UNET_CONFIG.read_text()))
-    from test.test_components_resampler import _projector
-
     model = nn.ModuleDict({"unet": unet, "image_projector": _projector()})
     assert adapters.load_adapter(model, out) == "manipulation"
     weights = load_file(out / "adapter_model.safetensors")
@@ -46,6 +46,40 @@ def test_stage1_release_becomes_a_loadable_manipulation_adapter(tmp_path, capsys
     module = key.removeprefix("unet.").removesuffix(".lora_B.weight")
     loaded = model.unet.get_submodule(module).lora_B["manipulation"].weight
     assert torch.equal(loaded, weights[key])
+
+
+def test_release_files_through_the_public_path_match_showme(tmp_path, capsys):
+    """showme-convert lora + adapters.load_adapter reproduce the ShowMe fork's outputs."""
+    config = json.loads(UNET_CONFIG.read_text())
+    base = load_file(FIXTURES / "dynamicrafter_parity" / "unet.safetensors")
+    unet = ShowMeUNet(**{**config, "image_mode_temporal_convs": True})
+    unet.load_state_dict(convert_dynamicrafter_unet(base, config).state_dict)
+    model = nn.ModuleDict({"unet": unet, "image_projector": _projector()})
+    stage2 = FIXTURES / "dynamicrafter_parity" / "stage2_lora.safetensors"
+    for release, role in ((_release_file(tmp_path), "manipulation"), (stage2, "prediction")):
+        command = ["lora", str(release), str(tmp_path / role), "--unet-config", str(UNET_CONFIG)]
+        assert main(command) == 0
+        assert adapters.load_adapter(model, tmp_path / role) == role
+    assert "temporal feed-forward LoRA never runs in image mode" in capsys.readouterr().out
+    model.eval()
+
+    cases = load_file(FIXTURES / "dynamicrafter_parity" / "cases.safetensors")
+    projector_io = load_file(FIXTURES / "resampler_parity" / "io.safetensors")
+    with torch.no_grad(), adapters.active_adapters(model, ["manipulation"]):
+        image = model.unet(
+            cases["image.sample"], cases["image.timestep"], cases["image.context"], temporal=False
+        )
+        context = model.image_projector(projector_io["input"])
+    torch.testing.assert_close(image, cases["image.output"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(context, projector_io["output_stage1_lora"], atol=1e-4, rtol=0)
+    with torch.no_grad(), adapters.active_adapters(model, ["prediction"]):
+        video = model.unet(
+            cases["video_a.sample"],
+            cases["video_a.timestep"],
+            cases["video_a.context"],
+            frame_stride=cases["video_a.frame_stride"],
+        )
+    torch.testing.assert_close(video, cases["video_lora.output"], atol=1e-4, rtol=0)
 
 
 class _Payload:
