@@ -48,9 +48,7 @@ class StreamDataset(Dataset):
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
-            generator = torch.Generator().manual_seed(
-                hash((self.seed, epoch, "epoch")) & _SEED_MASK
-            )
+            generator = torch.Generator().manual_seed(_seed(self.seed, epoch, _EPOCH_SALT))
             self._perm = (epoch, torch.randperm(self.size, generator=generator))
         return self._perm[1]
 

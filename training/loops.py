@@ -110,6 +110,9 @@ class Trainer:
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.accelerator = Accelerator(
+            # Without this, processes launched on a machine without GPUs would not form a
+            # (gloo) process group and would each train alone.
+            cpu=not torch.cuda.is_available(),
             mixed_precision=config.mixed_precision,
             log_with=config.report_to,
             project_dir=str(self.output_dir),

@@ -27,6 +27,8 @@ from showme_model.rewards import StructureReward, motion_reward, predict_x0
 from training.config import CfgDropoutConfig, MotionRewardConfig, StructureRewardConfig
 from training.data_order import sample_generator
 
+FROZEN_ENCODERS = ("vae", "text_encoder", "image_encoder")
+
 
 class DiffusionObjective(nn.Module):
     """Noise-prediction loss plus the mode's reward for a batch from the training loader.
@@ -69,6 +71,14 @@ class DiffusionObjective(nn.Module):
         self.prediction_type = scheduler.config.prediction_type
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone(), persistent=False)
         self._empty_text: torch.Tensor | None = None
+        self.train()
+
+    def train(self, mode: bool = True) -> DiffusionObjective:
+        """Set train mode, keeping the frozen encoders (and their dropout) in eval mode."""
+        super().train(mode)
+        for name in FROZEN_ENCODERS:
+            getattr(self.model, name).eval()
+        return self
 
     def forward(self, batch: dict[str, Any], use_rewards: bool = True) -> dict[str, torch.Tensor]:
         """Return ``{"loss", "mse", ...}``; ``loss`` (and ``reward``) keep their graph."""
