@@ -20,6 +20,7 @@ from diffusers import AutoencoderKL
 from showme_model.model import ShowMeModel
 from showme_model.pipeline import ShowMePipeline
 from showme_model.presets import scheduler_config, unet_config
+from showme_model.resampler import ImageProjector
 from showme_model.unet import ShowMeUNet
 
 
@@ -63,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     unet = ShowMeUNet(**unet_config("dynamicrafter-256"))
-    model = ShowMeModel(unet, sd_vae(), None, None, None, scheduler_config("dynamicrafter-256"))
+    config = scheduler_config("dynamicrafter-256")
+    model = ShowMeModel(unet, sd_vae(), None, None, ImageProjector(), config)
     pipeline = ShowMePipeline(model).to("cuda", torch.bfloat16)
     if args.compile:
         pipeline.model.unet = torch.compile(pipeline.model.unet)

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from showme_model.model import ShowMeModel
 from showme_model.pipeline import ShowMePipeline
 from showme_model.presets import scheduler_config
+from showme_model.resampler import ImageProjector
 from showme_model.unet import ShowMeUNet
 from showme_model.unet_conversion import convert_dynamicrafter_unet
 
@@ -55,8 +56,9 @@ def reference():
     unet = ShowMeUNet(**unet_config)
     unet.load_state_dict({k: v.float() for k, v in converted.state_dict.items()})
     vae = _vae(meta, {k[4:]: v for k, v in data.items() if k.startswith("vae.")})
-    # The sampler only needs the denoiser, the VAE and the noise schedule.
-    model = ShowMeModel(unet, vae, None, None, None, scheduler_config("dynamicrafter-256"))
+    # The sampler needs the denoiser, the VAE and the noise schedule; no encoders are used.
+    projector = ImageProjector(32, 32, 32, depth=1, heads=2, dim_head=16, video_length=None)
+    model = ShowMeModel(unet, vae, None, None, projector, scheduler_config("dynamicrafter-256"))
     return meta, data, ShowMePipeline(model)
 
 
