@@ -1,12 +1,17 @@
 """Checkpoints: exact resume, atomic writes, pruning, and the command line."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from training import checkpointing
 from training.config import config_from_dict
+from training.data.flow import cache_manifest_flow
+from training.data.manifest import ClipRecord
+from training.data.manifest import write_manifest as write_manifest_file
 from training.loops import Trainer
+from training.synthetic import MovingSquares
 from training.train import main
 
 torch.set_num_threads(1)
@@ -111,15 +116,57 @@ def test_keep_last_and_checkpoint_errors(tmp_path):
         stage2.resume(tmp_path / "checkpoints" / "step-00000006")
 
 
-def test_command_line(tmp_path, capsys):
+def write_manifest(folder, frames=6, size=32):
+    """Two .npz clips of moving squares, a manifest, and their cached flow magnitudes."""
+    data = MovingSquares(2, size, frames)
+    records = []
+    for index in range(2):
+        item = data[index]
+        pixels = ((item["video"].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
+        np.savez(folder / f"clip{index}.npz", frames=pixels)
+        records.append(
+            ClipRecord(id=str(index), path=f"clip{index}.npz", instruction=item["instruction"])
+        )
+    write_manifest_file(folder / "manifest.jsonl", records)
+    cache_manifest_flow(folder / "manifest.jsonl", frames=3, size=size)
+    return folder / "manifest.jsonl"
+
+
+def test_command_line_on_a_manifest(tmp_path, capsys):
+    manifest = write_manifest(tmp_path)
     config = tmp_path / "run.yaml"
     config.write_text(
-        "report_to: null\nsave_every: 1\ndata: {synthetic: 2, resolution: 32, num_frames: 3}\n"
+        "report_to: null\nsave_every: 1\n"
+        f"data: {{manifest: {manifest}, resolution: 32, num_frames: 3}}\n"
+        "motion: {threshold: -1}\n"
         f"output_dir: {tmp_path / 'out'}\n"
     )
-    main(["stage2", "--config", str(config), "--max-steps", "1"])
-    main(["stage2", "--config", str(config), "--max-steps", "2", "--resume"])
-    assert "to step 2" in capsys.readouterr().out
-    assert (tmp_path / "out/final/adapters/prediction/adapter_config.json").is_file()
+    main(["stage1", "--config", str(config), "--max-steps", "1"])
+    main(
+        [
+            "stage2",
+            "--config",
+            str(config),
+            "--max-steps",
+            "1",
+            "--output-dir",
+            str(tmp_path / "out2"),
+        ]
+    )
+    main(
+        [
+            "stage2",
+            "--config",
+            str(config),
+            "--max-steps",
+            "2",
+            "--output-dir",
+            str(tmp_path / "out2"),
+            "--resume",
+        ]
+    )
+    assert "stage2 to step 2" in capsys.readouterr().out
+    assert (tmp_path / "out/final/adapters/manipulation/adapter_config.json").is_file()
+    assert (tmp_path / "out2/final/adapters/prediction/adapter_config.json").is_file()
     with pytest.raises(SystemExit):
         main(["stage3", "--config", str(config)])

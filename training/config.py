@@ -31,6 +31,7 @@ class DataConfig:
     """Where clips come from; ``synthetic`` makes moving-square clips for tests and benchmarks."""
 
     manifest: str | None = None
+    split: str | None = "train"
     synthetic: int = 0  # number of synthetic clips (0: use the manifest)
     resolution: int = 32
     num_frames: int = 4
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ValueError("stage2 trains on clips: data.num_frames must be at least 2")
         if self.model.preset is None and self.model.folder is None:
             raise ValueError("model needs a preset or a folder")
+        if self.data.synthetic <= 0 and not self.data.manifest:
+            raise ValueError("data needs a manifest (or a number of synthetic clips)")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain data (for logs and checkpoints)."""

@@ -32,7 +32,8 @@ def sample_generator(seed: int, draw_id: int) -> torch.Generator:
 class StreamDataset(Dataset):
     """Maps draw ids to items of ``base`` in a seeded per-epoch permutation.
 
-    Items must be dicts; the draw id is added under ``"draw_id"``.
+    Items must be dicts; the draw id is added under ``"draw_id"``. A ``base`` with a
+    ``set_epoch`` method (per-epoch sample randomness) is told the epoch of each draw.
     """
 
     def __init__(self, base: Dataset, seed: int) -> None:
@@ -54,6 +55,8 @@ class StreamDataset(Dataset):
 
     def __getitem__(self, draw_id: int) -> dict[str, Any]:
         epoch, position = divmod(int(draw_id), self.size)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
         item = dict(self.base[int(self._permutation(epoch)[position])])
         item["draw_id"] = int(draw_id)
         return item

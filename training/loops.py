@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from showme_model import adapters
@@ -28,6 +28,7 @@ from showme_model.model import ShowMeModel
 from showme_model.rewards import StructureReward
 from training import checkpointing
 from training.config import StructureRewardConfig, TrainConfig
+from training.data.dataset import ClipDataset
 from training.data_order import StreamBatchSampler, StreamDataset
 from training.objectives import DiffusionObjective
 from training.synthetic import MovingSquares
@@ -94,7 +95,20 @@ def build_dataset(config: TrainConfig) -> Dataset:
         return MovingSquares(
             data.synthetic, data.resolution, data.num_frames, pairs=config.mode == "stage1"
         )
-    raise ValueError("set data.synthetic to a number of clips (manifest loading: training.data)")
+    return ClipDataset(
+        data.manifest,
+        split=data.split,
+        mode="pair" if config.mode == "stage1" else "clip",
+        frames=data.num_frames,
+        size=data.resolution,
+        seed=config.seed,
+    )
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch the keys every item has (an optional key, e.g. cached ``flow``, needs all)."""
+    keys = set.intersection(*(set(item) for item in items))
+    return default_collate([{key: item[key] for key in keys} for item in items])
 
 
 class Trainer:
@@ -184,6 +198,7 @@ class Trainer:
             self.dataset,
             batch_sampler=sampler,
             num_workers=config.data.num_workers,
+            collate_fn=collate,
             generator=torch.Generator().manual_seed(config.seed),
         )
 

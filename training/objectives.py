@@ -122,7 +122,7 @@ class DiffusionObjective(nn.Module):
             x0 = predict_x0(noisy, prediction, timesteps, self.alphas_cumprod, self.prediction_type)
             if self.structure_active:
                 selected = timesteps < self.structure.threshold
-                term = self._structure_terms(x0, batch["target"], selected, losses)
+                term = self._structure_terms(x0, _as_image(batch["target"]), selected, losses)
             else:
                 selected = timesteps > self.motion.threshold
                 term = self._motion_terms(x0, batch, selected, losses)
@@ -138,7 +138,8 @@ class DiffusionObjective(nn.Module):
         if self.mode == "stage1":
             if "target" not in batch or "source" not in batch:
                 raise KeyError("stage1 batches need 'source' and 'target' images")
-            return batch["target"].to(device).unsqueeze(2), batch["source"].to(device)
+            target, source = (_as_image(batch[k]).to(device) for k in ("target", "source"))
+            return target.unsqueeze(2), source
         if "video" not in batch:
             raise KeyError(f"{self.mode} batches need a 'video' clip (B, 3, T, H, W)")
         video = batch["video"].to(device)
@@ -229,3 +230,14 @@ class DiffusionObjective(nn.Module):
         kl = motion_reward(x0[index], batch["flow"].to(x0.device)[index])
         losses["motion_kl"] = kl.detach().mean()
         return self.motion.weight * kl
+
+
+def _as_image(frames: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` from images or one-frame clips ``(B, 3, 1, H, W)``."""
+    if frames.dim() == 5 and frames.shape[2] == 1:
+        return frames[:, :, 0]
+    if frames.dim() != 4:
+        raise ValueError(
+            f"expected images (B, 3, H, W) or (B, 3, 1, H, W), got {tuple(frames.shape)}"
+        )
+    return frames
