@@ -70,7 +70,7 @@ def _load_torch(path: Path) -> object:
             "without running it (only data is loaded; convert it to safetensors from a trusted "
             f"environment). Details: {error}"
         ) from error
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as error:
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}"
         ) from error
