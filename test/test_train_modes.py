@@ -6,7 +6,7 @@ import torch
 
 from showme_model import adapters
 from showme_model.model import ShowMeModel
-from training.config import config_from_dict
+from training.config import config_from_dict, load_config
 from training.loops import Trainer
 from training.synthetic import MovingSquares
 
@@ -122,3 +122,11 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         config_from_dict({"mode": "stage3"})
     with pytest.raises(ValueError, match="num_frames"):
         config_from_dict({"mode": "stage2", "data": {"num_frames": 1}})
+
+
+@pytest.mark.parametrize(
+    "name", ["tiny-synthetic", "dynamicrafter256-stage1", "dynamicrafter256-stage2"]
+)
+def test_shipped_configs_parse(name):
+    for mode in ("base", "stage1", "stage2"):
+        assert load_config(f"training/configs/{name}.yaml", mode).mode == mode
