@@ -7,6 +7,9 @@ writes a diffusers folder (``config.json`` + safetensors)::
 
     python -m training.train_vae --config training/configs/metaworld64-vae.yaml \
         --manifest data/metaworld64/manifest.jsonl --out runs/metaworld64/vae
+
+With ``--init`` it continues from a trained autoencoder; ``train.decoder_only`` then keeps the
+encoder (and so every latent a diffusion model was trained on) fixed and sharpens the decoder.
 """
 
 from __future__ import annotations
@@ -27,7 +30,17 @@ from tqdm import tqdm
 from training.data.clips import read_clip, resize_center_crop
 from training.data.manifest import read_manifest
 
-TRAIN_KEYS = {"steps", "batch_size", "lr", "kl_weight", "resolution", "crop", "seed", "max_clips"}
+TRAIN_KEYS = {
+    "steps",
+    "batch_size",
+    "lr",
+    "kl_weight",
+    "resolution",
+    "crop",
+    "seed",
+    "max_clips",
+    "decoder_only",
+}
 
 
 def load_frames(
@@ -77,17 +90,24 @@ def train(
     kl_weight: float,
     seed: int,
     crop: int | None = None,
+    decoder_only: bool = False,
 ) -> list[float]:
     """Fit ``vae`` on ``images`` (``[-1, 1]``); return the loss every 50 steps.
 
     With ``crop`` set, each batch is a random ``crop x crop`` window of its images (one window per
     batch): the autoencoder is fully convolutional, so it trains on windows at a fraction of the
-    cost and still encodes whole frames.
+    cost and still encodes whole frames. With ``decoder_only`` the encoder is frozen and the
+    decoder learns from posterior-mode latents.
     """
     height, width = images.shape[-2:]
     crop_h, crop_w = (crop, crop) if crop else (height, width)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    vae.requires_grad_(True)
+    if decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr * 0.1)
     losses = []
     vae.train()
@@ -96,12 +116,17 @@ def train(
         top = int(torch.randint(height - crop_h + 1, (1,), generator=generator))
         left = int(torch.randint(width - crop_w + 1, (1,), generator=generator))
         batch = batch[..., top : top + crop_h, left : left + crop_w]
-        posterior = vae.encode(batch).latent_dist
-        recon = vae.decode(posterior.sample(generator)).sample
-        loss = (recon - batch).abs().mean() + kl_weight * posterior.kl().mean()
+        if decoder_only:
+            with torch.no_grad():
+                latents = vae.encode(batch).latent_dist.mode()
+            loss = (vae.decode(latents).sample - batch).abs().mean()
+        else:
+            posterior = vae.encode(batch).latent_dist
+            recon = vae.decode(posterior.sample(generator)).sample
+            loss = (recon - batch).abs().mean() + kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         schedule.step()
         if step % 50 == 0:
@@ -131,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML with 'vae' and 'train' sections")
     parser.add_argument("--manifest", required=True, help="clip manifest (JSONL)")
     parser.add_argument("--out", required=True, help="output folder (diffusers AutoencoderKL)")
+    parser.add_argument("--init", help="continue from this trained AutoencoderKL folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     return parser
 
@@ -145,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     images = to_tensor(load_frames(args.manifest, "train", resolution, settings.get("max_clips")))
     held_out = to_tensor(load_frames(args.manifest, "val", resolution, 16))
-    vae = AutoencoderKL(**vae_kwargs)
+    vae = AutoencoderKL.from_pretrained(args.init) if args.init else AutoencoderKL(**vae_kwargs)
     losses = train(
         vae,
         images,
@@ -155,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kl_weight=settings["kl_weight"],
         seed=settings.get("seed", 0),
         crop=settings.get("crop"),
+        decoder_only=settings.get("decoder_only", False),
     )
     vae.save_pretrained(args.out)
     report = {
