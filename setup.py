@@ -21,7 +21,7 @@ setup(
         "torch>=2.4",
         "diffusers>=0.32",
         "peft>=0.14",
-        "transformers>=4.46",
+        "transformers>=5.0",
         "accelerate>=1.0",
         "safetensors>=0.4.5",
         "opencv-python-headless>=4.9",
