@@ -1,5 +1,6 @@
 """Checkpoints: exact resume, atomic writes, pruning, and the command line."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -136,7 +137,7 @@ def test_command_line_on_a_manifest(tmp_path, capsys):
     manifest = write_manifest(tmp_path)
     config = tmp_path / "run.yaml"
     config.write_text(
-        "report_to: null\nsave_every: 1\n"
+        "report_to: null\nsave_every: 1\nsample_every: 1\nsample_steps: 2\n"
         f"data: {{manifest: {manifest}, resolution: 32, num_frames: 3}}\n"
         "motion: {threshold: -1}\n"
         f"output_dir: {tmp_path / 'out'}\n"
@@ -168,5 +169,9 @@ def test_command_line_on_a_manifest(tmp_path, capsys):
     assert "stage2 to step 2" in capsys.readouterr().out
     assert (tmp_path / "out/final/adapters/manipulation/adapter_config.json").is_file()
     assert (tmp_path / "out2/final/adapters/prediction/adapter_config.json").is_file()
+    goal = cv2.imread(str(tmp_path / "out/samples/step-00000001.png"))
+    rollout = cv2.imread(str(tmp_path / "out2/samples/step-00000002.png"))
+    assert goal.shape[0] == 32 and goal.shape[1] == 3 * 32 + 2 * 4  # input | goal | truth
+    assert rollout.shape[1] == 7 * 32 + 6 * 4  # input | 3 predicted | 3 true frames
     with pytest.raises(SystemExit):
         main(["stage3", "--config", str(config)])

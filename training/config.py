@@ -101,7 +101,8 @@ class TrainConfig:
     report_to: str | None = "tensorboard"  # an accelerate tracker name, or None
     save_every: int = 500
     keep_last: int = 3
-    sample_every: int = 0  # 0: no sample strips
+    sample_every: int = 0  # optimizer steps between sample strips (0: none)
+    sample_steps: int = 25  # denoising steps of a sample
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -25,7 +26,9 @@ from showme_model import adapters
 from showme_model.depth import load_depth_model
 from showme_model.edges import load_edge_model
 from showme_model.model import ShowMeModel
+from showme_model.pipeline import ShowMePipeline
 from showme_model.rewards import StructureReward
+from showme_model.writers import make_strip, write_png
 from training import checkpointing
 from training.config import StructureRewardConfig, TrainConfig
 from training.data.dataset import ClipDataset
@@ -251,10 +254,50 @@ class Trainer:
                 acc.log(logs, step=self.state.step)
             if self.state.step % config.save_every == 0 or self.state.step == config.max_steps:
                 self.save_checkpoint()
+            if config.sample_every and self.state.step % config.sample_every == 0:
+                self.write_sample(self.dataset[0])
         progress.close()
         self.export()
         acc.end_training()
         return self.state
+
+    def write_sample(self, item: dict[str, Any]) -> Path:
+        """Write ``samples/step-N.png``: input | prediction | truth, for one training item.
+
+        Stage 1 predicts the goal image; the other modes a rollout as long as the item's clip.
+        The main process samples (with its own generator) while the others wait.
+        """
+        path = self.output_dir / "samples" / f"{checkpointing.checkpoint_name(self.state.step)}.png"
+        if self.accelerator.is_main_process:
+            image_mode = self.config.mode == "stage1"
+            truth = item["target"] if image_mode else item["video"]
+            truth = _to_uint8(truth.reshape(3, -1, *truth.shape[-2:]))  # (T, H, W, 3)
+            first = item["source"] if image_mode else item["video"][:, 0]
+            source = _to_uint8(first.reshape(3, 1, *truth.shape[1:3]))[0]
+            with torch.random.fork_rng(devices=[]):
+                prediction = (
+                    ShowMePipeline(self.model)
+                    .predict(
+                        source,
+                        item["instruction"],
+                        mode="image" if image_mode else "video",
+                        num_frames=truth.shape[0],
+                        num_steps=self.config.sample_steps,
+                        seed=self.config.seed,
+                        restore_size=True,
+                    )
+                    .frames[0]
+                )
+            self.objective.train()  # the pipeline put the model in eval mode
+            strip = make_strip(
+                source[None],
+                goal=prediction[:1] if image_mode else None,
+                rollout=truth if image_mode else np.concatenate([prediction, truth]),
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_png(path, strip)
+        self.accelerator.wait_for_everyone()
+        return path
 
     def save_checkpoint(self) -> Path:
         """Write a checkpoint of the current step atomically (all processes take part)."""
@@ -291,3 +334,9 @@ class Trainer:
                 adapters.save_adapter(self.model, role, target / "adapters" / role)
         self.accelerator.wait_for_everyone()
         return target
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(3, T, H, W)`` in ``[-1, 1]`` to ``(T, H, W, 3)`` uint8."""
+    pixels = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).numpy()
