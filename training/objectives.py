@@ -223,7 +223,10 @@ class DiffusionObjective(nn.Module):
     ) -> torch.Tensor:
         """Weighted per-sample motion rewards of the selected samples (no decoding)."""
         if "flow" not in batch:
-            raise KeyError("the motion reward needs flow magnitudes under 'flow' (B, T-1, H, W)")
+            raise KeyError(
+                "the motion reward needs flow magnitudes under 'flow' (B, T-1, H, W) for every "
+                "clip of the batch: cache them with `showme-data flow`"
+            )
         index = selected.nonzero().flatten()
         if index.numel() == 0:
             return x0.new_zeros(1)
