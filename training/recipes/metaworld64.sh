@@ -15,7 +15,7 @@ mkdir -p "$RUNS"
 
 # 1. Data: 400 training clips (layout seeds 1000-1018) and two held-out test layouts (seeds
 #    2028 and 2040, evaluation-only phrasings); 16 frames of 64x64 with rendered depth.
-$PY -m training.data.cli metaworld --clips 400 --size 64 --seed 1000 --out "$DATA"
+$PY -m training.data.cli metaworld --clips 400 --size 64 --seed 1000 --workers 2 --out "$DATA"
 for seed in 2028 2040; do
   $PY -m training.data.cli metaworld --clips 22 --size 64 --seed $seed --workers 1 \
     --out "$RUNS/heldout_$seed"
@@ -24,9 +24,13 @@ done
 $PY -m training.data.cli flow --manifest "$DATA/manifest.jsonl" --frames 4 --size 64 \
   --latent-factor 4
 
-# 2. Frame autoencoder (f4, 4 latent channels) and the depth critic of the structure reward.
+# 2. Frame autoencoder (f4, 4 latent channels), a decoder-only second pass (same latents), and
+#    the depth critic of the structure reward.
 $PY -m training.train_vae --config training/configs/metaworld64-vae.yaml \
   --manifest "$DATA/manifest.jsonl" --out "$RUNS/vae" --threads "$OMP_NUM_THREADS"
+$PY -m training.train_vae --config training/configs/metaworld64-vae-decoder.yaml \
+  --init "$RUNS/vae" --manifest "$DATA/manifest.jsonl" --out "$RUNS/vae_decoder" \
+  --threads "$OMP_NUM_THREADS"
 $PY -m training.train_depth --manifest "$DATA/manifest.jsonl" \
   --out "$RUNS/small_depth.safetensors" --steps 150 --batch-size 8 --frames-per-clip 2 \
   --channels 8 16 32 48 --threads "$OMP_NUM_THREADS"
@@ -35,14 +39,17 @@ $PY -m training.train_depth --manifest "$DATA/manifest.jsonl" \
 $PY -m training.recipes.assemble_model --config training/configs/metaworld64-model.yaml \
   --vae "$RUNS/vae" --manifest "$DATA/manifest.jsonl" --out "$RUNS/init"
 
-# 4. The three training runs.
+# 4. The three training runs. The base model takes the second-pass decoder (the encoder, and so
+#    every latent it was trained on, is unchanged) before stage 1 decodes rewards with it.
 $PY -m training.train base --config training/configs/metaworld64-base.yaml
+cp "$RUNS/vae_decoder/diffusion_pytorch_model.safetensors" "$RUNS/base/final/model/vae/"
 $PY -m training.train stage1 --config training/configs/metaworld64-stage1.yaml
 $PY -m training.train stage2 --config training/configs/metaworld64-stage2.yaml
 
-# 5. Export: the base model with both adapters.
-rm -rf "$SHIPPED"
-cp -r "$RUNS/base/final/model" "$SHIPPED"
+# 5. Export: the base model with both adapters (MODEL_CARD.md is written by hand).
+find "$SHIPPED" -mindepth 1 -not -name MODEL_CARD.md -delete 2>/dev/null || true
+mkdir -p "$SHIPPED"
+cp -r "$RUNS/base/final/model/." "$SHIPPED/"
 mkdir -p "$SHIPPED/adapters"
 cp -r "$RUNS/stage1/final/adapters/manipulation" "$SHIPPED/adapters/"
 cp -r "$RUNS/stage2/final/adapters/prediction" "$SHIPPED/adapters/"
@@ -50,6 +57,6 @@ cp -r "$RUNS/stage2/final/adapters/prediction" "$SHIPPED/adapters/"
 # 6. Held-out evaluation (goal-image PSNR/SSIM vs the copy-input baseline, swap accuracy).
 for seed in 2028 2040; do
   $PY -m training.evaluate --model "$SHIPPED" --manifest "$RUNS/heldout_$seed/manifest.jsonl" \
-    --split test --phrasings eval --num-steps 20 --guidance-scale 3 \
+    --split test --phrasings recorded --num-steps 10 --guidance-scale 1 \
     --out "$RUNS/eval_$seed/image.json"
 done
