@@ -91,8 +91,11 @@ def build_structure_reward(config: StructureRewardConfig) -> StructureReward:
     return StructureReward(depth, edges, config.depth_weight, config.edge_weight)
 
 
-def build_dataset(config: TrainConfig) -> Dataset:
-    """Synthetic moving squares (``data.synthetic > 0``) or the clips of ``data.manifest``."""
+def build_dataset(config: TrainConfig, latent_factor: int = 8) -> Dataset:
+    """Synthetic moving squares (``data.synthetic > 0``) or the clips of ``data.manifest``.
+
+    ``latent_factor`` is the VAE's downsampling, which names the cached flow magnitudes.
+    """
     data = config.data
     if data.synthetic > 0:
         return MovingSquares(
@@ -105,6 +108,7 @@ def build_dataset(config: TrainConfig) -> Dataset:
         frames=data.num_frames,
         size=data.resolution,
         seed=config.seed,
+        latent_factor=latent_factor,
     )
 
 
@@ -166,7 +170,8 @@ class Trainer:
             num_training_steps=config.max_steps,
         )
         self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
-        self.dataset = StreamDataset(dataset or build_dataset(config), config.seed)
+        vae_factor = 2 ** (len(self.model.vae.config.block_out_channels) - 1)
+        self.dataset = StreamDataset(dataset or build_dataset(config, vae_factor), config.seed)
         self.state = checkpointing.TrainingState()
 
     @property
