@@ -73,7 +73,7 @@ def ros():
 
 @pytest.fixture(scope="module")
 def served(ros, tmp_path_factory):
-    """A running node with the tiny random model (the default fallback) and a client."""
+    """A running node with its default model (the shipped one) and a client."""
     tmp = tmp_path_factory.mktemp("node")
     args = {"image_topic": IMAGE_TOPIC, "instruction_topic": TEXT_TOPIC, "device": "cpu"}
     process, log = start_node(tmp, args, OVERRIDES)
@@ -100,9 +100,11 @@ def expect_failure(client: ShowMeClient, request, words: str) -> None:
     assert response.predictions == []
 
 
-def test_node_says_it_uses_a_tiny_random_model(served):
+def test_node_serves_the_shipped_model_by_default(served):
     _, _, log = served
-    assert "tiny RANDOM model" in log.read_text()
+    text = log.read_text()
+    assert "showme-metaworld-64" in text
+    assert "tiny RANDOM model" not in text
 
 
 def test_bad_requests_fail_clearly_and_the_node_keeps_serving(served):
