@@ -27,22 +27,14 @@ from showme_ros.client import ShowMeClient, make_request, succeeded, to_goal
 from showme_ros.image_conversion import image_to_rgb
 from showme_ros.launch_command import SOURCE_ROOT, node_command
 
-INSTRUCTION = "push the red block to the left"
+SCENE_PATH = Path(__file__).parent / "examples" / "metaworld_drawer.png"
+INSTRUCTION = "open the drawer"
 START_TIMEOUT_S = 600.0
 
 
-def scene(height: int = 240, width: int = 320) -> np.ndarray:
-    """Draw a synthetic tabletop (table, red block, grey gripper) as RGB uint8."""
-    image = np.zeros((height, width, 3), np.uint8)
-    image[:] = (200, 220, 235)
-    table = np.array([[0, height], [width // 6, height // 3], [5 * width // 6, height // 3]])
-    table = np.vstack([table, [[width, height]]]).astype(np.int32)
-    cv2.fillPoly(image, [table], (150, 110, 70))
-    cv2.rectangle(
-        image, (width // 2, height // 2), (width // 2 + 40, height // 2 + 40), (200, 30, 30), -1
-    )
-    cv2.rectangle(image, (width // 2 + 5, 0), (width // 2 + 25, height // 3), (120, 120, 130), -1)
-    return image
+def scene() -> np.ndarray:
+    """Load the demo camera frame: Meta-World, half-open drawer, a layout never trained on."""
+    return cv2.cvtColor(cv2.imread(str(SCENE_PATH), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def _wait_for_inputs(
