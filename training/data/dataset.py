@@ -26,7 +26,7 @@ from training.data.clips import (
     resize_center_crop,
 )
 from training.data.flow import flow_cache_path
-from training.data.manifest import ClipRecord, read_manifest
+from training.data.manifest import ClipRecord, format_counts, read_manifest
 
 log = logging.getLogger(__name__)
 Mode = Literal["clip", "pair"]
@@ -42,7 +42,7 @@ class SkipReport:
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
+        reasons = format_counts(self.skipped)
         return [f"usable clips: {self.usable} of {self.total}", f"skipped: {reasons}"]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from training.data.clips import ClipError, even_indices, read_clip
-from training.data.manifest import ClipRecord, write_manifest
+from training.data.manifest import ClipRecord, format_counts, write_manifest
 
 SAMPLED_FRAMES = 16
 CANDIDATES = 8
@@ -102,7 +102,7 @@ class CurationReport:
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
-        skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
+        skipped = format_counts(self.skipped)
         return [
             f"clips kept: {self.kept}, dropped below threshold: {self.below_threshold}",
             f"videos skipped: {skipped}",

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.data.manifest import format_counts
+
 
 def dis_flow(first: np.ndarray, second: np.ndarray, preset: int | None = None) -> np.ndarray:
     """Dense flow from ``first`` to ``second`` (RGB uint8 ``(H, W, 3)``) as ``(H, W, 2)`` (dx, dy).
@@ -71,7 +73,7 @@ class FlowReport:
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
+        reasons = format_counts(self.skipped)
         return [
             f"flow caches written: {self.written}, already there: {self.existing}",
             f"clips skipped: {reasons}",

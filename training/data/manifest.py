@@ -16,7 +16,7 @@ Fields of a record:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,3 +78,8 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[ClipRecord
     """Read a manifest, optionally keeping one split."""
     records = list(iter_manifest(path))
     return records if split is None else [r for r in records if r.split == split]
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    """Render counts as ``"a 3, b 1"`` (sorted by name) for summaries, ``"none"`` when empty."""
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data.manifest import ClipRecord
+from training.data.manifest import ClipRecord, format_counts
 
 TASKS_FILE = Path(__file__).with_name("metaworld_tasks.json")
 MAX_STEPS = 400
@@ -305,8 +305,8 @@ class GenerationSummary:
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
-        splits = ", ".join(f"{k} {v}" for k, v in sorted(self.splits.items()))
-        failures = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) or "none"
+        splits = format_counts(self.splits)
+        failures = format_counts(self.failures)
         return [
             f"clips written: {self.clips} from {self.scenes} scenes in {self.seconds:.1f} s",
             f"splits: {splits}",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from training.data.clips import ClipError, even_indices, read_clip
-from training.data.manifest import ClipRecord, write_manifest
+from training.data.manifest import ClipRecord, format_counts, write_manifest
 
 TEMPLATES_FILE = Path(__file__).with_name("ssv2_templates.json")
 VIDEO_SUFFIXES = (".webm", ".mp4")
@@ -49,8 +49,8 @@ class ConversionReport:
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
-        splits = ", ".join(f"{k} {v}" for k, v in sorted(self.splits.items())) or "none"
-        skipped = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
+        splits = format_counts(self.splits)
+        skipped = format_counts(self.skipped)
         return [
             f"clips written: {sum(self.splits.values())} ({splits})",
             f"clips of excluded templates: {self.excluded_template}",
