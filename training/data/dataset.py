@@ -29,6 +29,9 @@ from training.data.flow import flow_cache_path
 from training.data.manifest import ClipRecord, format_counts, read_manifest
 
 log = logging.getLogger(__name__)
+# Extra key of the generator that picks a sample's phrasing, so the choice of phrasing does not
+# change which frames are drawn.
+PHRASING_STREAM = 1
 Mode = Literal["clip", "pair"]
 
 
@@ -65,7 +68,8 @@ class ClipDataset(Dataset):
         size: training resolution, an int or ``(height, width)``.
         first_k: frames the stage-1 source is drawn from.
         last_m: frames the stage-1 target is drawn from.
-        seed: base seed of the per-sample generators.
+        seed: base seed of the per-sample generators (frames and, for a clip with alternative
+            phrasings, which phrasing is given).
         latent_factor: pixels per latent cell, to find cached flow magnitudes.
 
     A clip that turns out missing, corrupt or too short is skipped: the next clip is
@@ -135,7 +139,10 @@ class ClipDataset(Dataset):
 
     def _load(self, index: int, record: ClipRecord) -> dict[str, Any]:
         path = record.resolve(self.root)
-        sample: dict[str, Any] = {"id": record.id, "instruction": record.instruction}
+        phrasings = record.phrasings
+        phrasing = np.random.default_rng([self.seed, index, self.epoch, PHRASING_STREAM])
+        instruction = phrasings[int(phrasing.integers(len(phrasings)))]
+        sample: dict[str, Any] = {"id": record.id, "instruction": instruction}
         if self.mode == "pair":
             rng = np.random.default_rng([self.seed, index, self.epoch])
             chosen: list[int] = []

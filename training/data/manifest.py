@@ -7,6 +7,8 @@ Fields of a record:
   decode (``.mp4``, ``.webm``, ...), a folder of frame images (sorted by name), or a ``.npz``
   holding ``frames`` as ``(T, H, W, 3)`` uint8 RGB (the Meta-World generator writes these).
 - ``instruction``: the text instruction.
+- ``alternatives``: optional other phrasings of the same instruction; a training data set draws
+  one of ``[instruction, *alternatives]`` per sample.
 - ``split``: ``train``, ``val`` or ``test``.
 - ``source``: the data set the clip came from (``ssv2``, ``epic100``, ``metaworld``, ...).
 - ``start`` / ``end``: optional frame range of the clip inside the file (``end`` exclusive).
@@ -36,12 +38,18 @@ class ClipRecord:
     start: int | None = None
     end: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    alternatives: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"clip {self.id!r}: split must be one of {SPLITS}, got {self.split!r}")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"clip {self.id!r}: end ({self.end}) must exceed start ({self.start})")
+
+    @property
+    def phrasings(self) -> list[str]:
+        """The instruction followed by its alternative phrasings."""
+        return [self.instruction, *self.alternatives]
 
     def resolve(self, root: Path) -> Path:
         """Return the clip's path, relative paths taken from ``root``."""

@@ -250,6 +250,7 @@ class Generator:
                 depth=np.stack([r[1] for r in rendered]),
                 steps=steps,
             )
+            instruction = str(pool[int(rng.integers(len(pool)))])
             others = [t for t in job.scene.tasks if t != task]
             meta = {
                 "task": task,
@@ -265,10 +266,11 @@ class Generator:
                 ClipRecord(
                     id=rel.stem,
                     path=str(rel),
-                    instruction=str(pool[int(rng.integers(len(pool)))]),
+                    instruction=instruction,
                     split=split,
                     source="metaworld",
                     meta=meta,
+                    alternatives=[p for p in pool if p != instruction],
                 )
             )
         return records, None

@@ -61,9 +61,14 @@ def assemble(config: dict[str, Any], vae: AutoencoderKL, seed: int = 0) -> ShowM
     text = config["text_encoder"]
     if text["package"] != MINILM_PACKAGE:
         raise ValueError(f"text_encoder.package must be {MINILM_PACKAGE!r}")
-    text_encoder = SentenceTextEncoder.from_package(text["max_length"], text["context_dim"])
-    if config["unet"]["text_length"] != text["max_length"]:
-        raise ValueError("unet.text_length must equal text_encoder.max_length")
+    text_encoder = SentenceTextEncoder.from_package(
+        text["max_length"], text["context_dim"], text.get("sentence_token", False)
+    )
+    if config["unet"]["text_length"] != text_encoder.num_tokens:
+        raise ValueError(
+            f"unet.text_length must be {text_encoder.num_tokens} (text_encoder.max_length"
+            " + 1 with sentence_token)"
+        )
     image_encoder = ConvImageEncoder(**config["image_encoder"])
     projector = ImageProjector(
         input_dim=image_encoder.dim, output_dim=text_encoder.dim, **config["image_projector"]
