@@ -117,3 +117,17 @@ def test_limit_keeps_whole_scenes(manifest, tmp_path):
     argv = ["--model", "m", "--manifest", str(manifest), "--limit", "3", "--out", str(out)]
     main(argv, predictor=_rule_predictor)
     assert json.loads(out.read_text())["summary"]["num_samples"] == 4
+
+
+def test_too_short_rollout_is_refused_before_any_prediction(manifest, tmp_path):
+    calls = []
+
+    def predictor(images, instructions):
+        calls.append(len(images))
+        return _copy_predictor(images, instructions)
+
+    argv = ["--model", "unused", "--manifest", str(manifest), "--mode", "video"]
+    argv += ["--num-frames", "2", "--out", str(tmp_path / "short.json")]
+    with pytest.raises(SystemExit, match="--num-frames must be >= 3"):
+        main(argv, predictor=predictor)
+    assert calls == [] and not (tmp_path / "short.json").exists()

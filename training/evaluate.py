@@ -27,6 +27,7 @@ from tqdm import tqdm
 from training.data.clips import ClipError, read_clip
 from training.data.manifest import ClipRecord, read_manifest
 from training.metrics import motion_score, psnr, ssim, swap_accuracy
+from training.metrics.motion import SMOOTHNESS_MIN_FRAMES
 
 # Per-sample PSNR is capped before averaging so that an identical pair (infinite PSNR, e.g. a
 # baseline on a clip whose last frame equals its first) cannot swamp the mean.
@@ -391,6 +392,11 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise SystemExit("--limit must be >= 1")
+    if args.mode == "video" and args.num_frames < SMOOTHNESS_MIN_FRAMES:
+        raise SystemExit(
+            f"--num-frames must be >= {SMOOTHNESS_MIN_FRAMES} in video mode: motion smoothness"
+            " compares each frame with its two neighbours"
+        )
     samples, skipped = load_samples(args.manifest, args.split, args.limit, args.phrasings)
     if not samples:
         raise SystemExit(f"no readable clips in split {args.split!r} (skipped: {skipped})")

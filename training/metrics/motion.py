@@ -26,6 +26,9 @@ import numpy as np
 TOP_FRACTION = 0.05
 
 
+SMOOTHNESS_MIN_FRAMES = 3  # each frame is predicted from its two neighbours
+
+
 def _check_video(frames: np.ndarray, min_frames: int) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(
@@ -101,7 +104,7 @@ def motion_smoothness(frames: np.ndarray) -> float:
         ``(255 - mean |interpolated - real|) / 255`` over the odd frames that have two neighbours.
 
     """
-    _check_video(frames, 3)
+    _check_video(frames, SMOOTHNESS_MIN_FRAMES)
     errors = [
         float(np.mean(cv2.absdiff(interpolate_middle(frames[i - 1], frames[i + 1]), frames[i])))
         for i in range(1, frames.shape[0] - 1, 2)

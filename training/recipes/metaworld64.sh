@@ -13,15 +13,16 @@ DATA=$RUNS/data
 SHIPPED=showme_model/weights/showme-metaworld-64
 mkdir -p "$RUNS"
 
-# 1. Data: 400 training clips (layout seeds 1000-1018) and two held-out test layouts (seeds
-#    2028 and 2040, evaluation-only phrasings); 16 frames of 64x64 with rendered depth.
-$PY -m training.data.cli metaworld --clips 400 --size 64 --seed 1000 --workers 2 --out "$DATA"
+# 1. Data: 2,000 clips (layout seeds 0-114, split by seed into train/val/test; training phrasings
+#    for train clips, evaluation-only phrasings for val/test) and two held-out test layouts
+#    (seeds 2028 and 2040, never trained on); 16 frames of 64x64 with rendered depth.
+$PY -m training.data.cli metaworld --clips 2000 --size 64 --seed 0 --workers 2 --out "$DATA"
 for seed in 2028 2040; do
   $PY -m training.data.cli metaworld --clips 22 --size 64 --seed $seed --workers 1 \
     --out "$RUNS/heldout_$seed"
 done
-# Stage-2 motion reward: DIS flow magnitudes of 4-frame clips at latent size (f4: 16x16).
-$PY -m training.data.cli flow --manifest "$DATA/manifest.jsonl" --frames 4 --size 64 \
+# Stage-2 motion reward: DIS flow magnitudes of 8-frame clips at latent size (f4: 16x16).
+$PY -m training.data.cli flow --manifest "$DATA/manifest.jsonl" --frames 8 --size 64 \
   --latent-factor 4
 
 # 2. Frame autoencoder (f4, 4 latent channels), a decoder-only second pass (same latents), and
@@ -32,8 +33,8 @@ $PY -m training.train_vae --config training/configs/metaworld64-vae-decoder.yaml
   --init "$RUNS/vae" --manifest "$DATA/manifest.jsonl" --out "$RUNS/vae_decoder" \
   --threads "$OMP_NUM_THREADS"
 $PY -m training.train_depth --manifest "$DATA/manifest.jsonl" \
-  --out "$RUNS/small_depth.safetensors" --steps 150 --batch-size 8 --frames-per-clip 2 \
-  --channels 8 16 32 48 --threads "$OMP_NUM_THREADS"
+  --out "$RUNS/small_depth.safetensors" --steps 600 --batch-size 8 --frames-per-clip 2 \
+  --max-clips 600 --channels 8 16 32 48 --threads "$OMP_NUM_THREADS"
 
 # 3. Untrained model folder: random UNet / image encoder / projector, packaged MiniLM-L6.
 $PY -m training.recipes.assemble_model --config training/configs/metaworld64-model.yaml \
