@@ -130,3 +130,25 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
 def test_shipped_configs_parse(name):
     for mode in ("base", "stage1", "stage2"):
         assert load_config(f"training/configs/{name}.yaml", mode).mode == mode
+
+
+def test_cached_text_tokens_equal_fresh_ones():
+    from training.config import CfgDropoutConfig, MotionRewardConfig, StructureRewardConfig
+    from training.objectives import DiffusionObjective
+
+    torch.manual_seed(0)
+    model = ShowMeModel.from_config_name("tiny")
+    objective = DiffusionObjective(
+        model,
+        "base",
+        0,
+        CfgDropoutConfig(),
+        StructureRewardConfig(enabled=False),
+        MotionRewardConfig(enabled=False),
+    )
+    prompts = ["open the drawer", "close the drawer", "open the drawer"]
+    with torch.no_grad():
+        fresh = model.encode_text(prompts)
+    torch.testing.assert_close(objective._encode_text(prompts), fresh)
+    assert set(objective._text_cache) == {"open the drawer", "close the drawer"}
+    torch.testing.assert_close(objective._encode_text(prompts[:1]), fresh[:1])

@@ -200,14 +200,10 @@ class DiffusionObjective(nn.Module):
         return torch.cat([text, image_tokens.to(text.dtype)], dim=1)
 
     def _encode_text(self, instructions: list[str]) -> torch.Tensor:
-        """Text tokens ``(B, L, D)``; cached per prompt while the text encoder is frozen."""
-        model = self.model
-        if any(p.requires_grad for p in model.text_encoder.parameters()):
-            return model.encode_text(instructions)
+        """Text tokens ``(B, L, D)``, cached per prompt (the text encoder is frozen)."""
         missing = sorted(set(instructions) - set(self._text_cache))
         if missing:
-            with torch.no_grad():
-                encoded = model.encode_text(missing)
+            encoded = self.model.encode_text(missing)
             self._text_cache.update(zip(missing, encoded, strict=True))
         return torch.stack([self._text_cache[text] for text in instructions])
 
