@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from showme_model.schedulers import SCHEDULERS
 from training.data.clips import ClipError, read_clip
 from training.data.manifest import ClipRecord, read_manifest
 from training.metrics import motion_score, psnr, ssim, swap_accuracy
@@ -333,6 +334,8 @@ def pipeline_predictor(
     guidance_scale: float,
     seed: int,
     device: str,
+    scheduler: str = "ddim",
+    eta: float = 1.0,
 ) -> Predictor:
     """Build a :data:`Predictor` on :class:`showme_model.pipeline.ShowMePipeline`."""
     from showme_model.pipeline import ShowMePipeline
@@ -347,7 +350,9 @@ def pipeline_predictor(
             num_frames=num_frames,
             num_steps=num_steps,
             guidance_scale=guidance_scale,
+            eta=eta,
             seed=seed,
+            scheduler=scheduler,
         )
         return [np.asarray(frames) for frames in result.frames]
 
@@ -372,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-frames", type=int, default=16, help="rollout length (video)")
     parser.add_argument("--num-steps", type=int, default=50)
     parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
@@ -409,6 +416,8 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
             args.guidance_scale,
             args.seed,
             args.device,
+            args.scheduler,
+            args.eta,
         )
     predictions = predict_all(samples, predictor, args.batch_size)
     results = evaluate(samples, predictions, args.mode)

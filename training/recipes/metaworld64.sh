@@ -25,24 +25,30 @@ done
 $PY -m training.data.cli flow --manifest "$DATA/manifest.jsonl" --frames 8 --size 64 \
   --latent-factor 4
 
-# 2. Frame autoencoder (f4, 4 latent channels), a decoder-only second pass (same latents), and
-#    the depth critic of the structure reward.
+# 2. Frame autoencoder (f4, 4 latent channels). Its encoder fixes the latents everything below
+#    trains on.
 $PY -m training.train_vae --config training/configs/metaworld64-vae.yaml \
   --manifest "$DATA/manifest.jsonl" --out "$RUNS/vae" --threads "$OMP_NUM_THREADS"
-$PY -m training.train_vae --config training/configs/metaworld64-vae-decoder.yaml \
-  --init "$RUNS/vae" --manifest "$DATA/manifest.jsonl" --out "$RUNS/vae_decoder" \
-  --threads "$OMP_NUM_THREADS"
-$PY -m training.train_depth --manifest "$DATA/manifest.jsonl" \
-  --out "$RUNS/small_depth.safetensors" --steps 600 --batch-size 8 --frames-per-clip 2 \
-  --max-clips 600 --channels 8 16 32 48 --threads "$OMP_NUM_THREADS"
 
-# 3. Untrained model folder: random UNet / image encoder / projector, packaged MiniLM-L6.
+# 3. On the second core, while the base model trains: a decoder-only second pass of the
+#    autoencoder (same encoder, same latents) and the depth critic of the structure reward.
+(
+  $PY -m training.train_vae --config training/configs/metaworld64-vae-decoder.yaml \
+    --init "$RUNS/vae" --manifest "$DATA/manifest.jsonl" --out "$RUNS/vae_decoder" \
+    --threads "$OMP_NUM_THREADS"
+  $PY -m training.train_depth --manifest "$DATA/manifest.jsonl" \
+    --out "$RUNS/small_depth.safetensors" --steps 600 --batch-size 8 --frames-per-clip 2 \
+    --max-clips 600 --channels 8 16 32 48 --threads "$OMP_NUM_THREADS"
+) > "$RUNS/decoder_and_depth.log" 2>&1 &
+side_jobs=$!
+
+# 4. Untrained model folder (random UNet / image encoder / projector, packaged MiniLM-L6), then
+#    the three training runs. Stage 1 starts once the side jobs are done: the base model takes
+#    the second-pass decoder before stage 1 decodes rewards with it.
 $PY -m training.recipes.assemble_model --config training/configs/metaworld64-model.yaml \
   --vae "$RUNS/vae" --manifest "$DATA/manifest.jsonl" --out "$RUNS/init"
-
-# 4. The three training runs. The base model takes the second-pass decoder (the encoder, and so
-#    every latent it was trained on, is unchanged) before stage 1 decodes rewards with it.
 $PY -m training.train base --config training/configs/metaworld64-base.yaml
+wait "$side_jobs"
 cp "$RUNS/vae_decoder/diffusion_pytorch_model.safetensors" "$RUNS/base/final/model/vae/"
 $PY -m training.train stage1 --config training/configs/metaworld64-stage1.yaml
 $PY -m training.train stage2 --config training/configs/metaworld64-stage2.yaml
