@@ -19,11 +19,13 @@ from training.metrics.swap import swap_accuracy
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metaworld_heldout"
 MAX_FOLDER_BYTES = 60 * 2**20
-# The shipped model is under-trained (MODEL_CARD.md): it does not yet beat the baseline nor
-# follow the instruction. Strict, so that a model that does makes these tests fail until the
-# marker goes.
-SHORTFALL = pytest.mark.xfail(
-    strict=True, reason="shipped model is under-trained; see its MODEL_CARD.md metrics"
+# On the ten fixture clips (layout seed 2028, the harder of the two held-out layouts: each
+# task's goal PSNR is 2-5 dB below the same task's at seed 2040) the model does not yet tell
+# opposite instructions apart; over all held-out clips its swap accuracy is about 0.91
+# (MODEL_CARD.md).
+# Strict, so that a model that does makes this test fail until the marker goes.
+SWAP_SHORTFALL = pytest.mark.xfail(
+    strict=True, reason="swap accuracy on seed 2028's five pairs is at chance; see MODEL_CARD.md"
 )
 
 
@@ -66,7 +68,6 @@ def test_shipped_folder_is_small_and_data_only():
     assert (folder / "MODEL_CARD.md").is_file()
 
 
-@SHORTFALL
 def test_goal_images_beat_copying_the_input(samples, goals):
     assert goals[0].shape == samples[0]["final_image"].shape
     model = np.mean([psnr(g, s["final_image"]) for g, s in zip(goals, samples, strict=True)])
@@ -74,7 +75,7 @@ def test_goal_images_beat_copying_the_input(samples, goals):
     assert model > baseline, f"goal PSNR {model:.2f} dB vs copy-input {baseline:.2f} dB"
 
 
-@SHORTFALL
+@SWAP_SHORTFALL
 def test_instruction_decides_the_outcome(samples, goals):
     scenes: dict[str, list] = {}
     for goal, sample in zip(goals, samples, strict=True):
