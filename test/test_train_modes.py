@@ -134,7 +134,7 @@ def test_shipped_configs_parse(name):
 
 def test_cached_text_tokens_equal_fresh_ones():
     from training.config import CfgDropoutConfig, MotionRewardConfig, StructureRewardConfig
-    from training.objectives import DiffusionObjective
+    from training.objectives import TEXT_CACHE_SIZE, DiffusionObjective
 
     torch.manual_seed(0)
     model = ShowMeModel.from_config_name("tiny")
@@ -152,3 +152,8 @@ def test_cached_text_tokens_equal_fresh_ones():
     torch.testing.assert_close(objective._encode_text(prompts), fresh)
     assert set(objective._text_cache) == {"open the drawer", "close the drawer"}
     torch.testing.assert_close(objective._encode_text(prompts[:1]), fresh[:1])
+    many = [f"prompt {i}" for i in range(TEXT_CACHE_SIZE + 5)]
+    for start in range(0, len(many), 64):
+        objective._encode_text(many[start : start + 64])
+    assert len(objective._text_cache) == TEXT_CACHE_SIZE
+    assert "open the drawer" not in objective._text_cache and many[-1] in objective._text_cache

@@ -17,6 +17,7 @@ batch ``B`` optimise the same function.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from training.config import CfgDropoutConfig, MotionRewardConfig, StructureRewar
 from training.data_order import sample_generator
 
 FROZEN_ENCODERS = ("vae", "text_encoder", "image_encoder")
+TEXT_CACHE_SIZE = 512  # prompts whose text tokens are kept
 
 
 class DiffusionObjective(nn.Module):
@@ -70,7 +72,7 @@ class DiffusionObjective(nn.Module):
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.prediction_type = scheduler.config.prediction_type
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone(), persistent=False)
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.train()
 
     def train(self, mode: bool = True) -> DiffusionObjective:
@@ -200,12 +202,21 @@ class DiffusionObjective(nn.Module):
         return torch.cat([text, image_tokens.to(text.dtype)], dim=1)
 
     def _encode_text(self, instructions: list[str]) -> torch.Tensor:
-        """Text tokens ``(B, L, D)``, cached per prompt (the text encoder is frozen)."""
-        missing = sorted(set(instructions) - set(self._text_cache))
+        """Text tokens ``(B, L, D)``; the most recent prompts are cached (the encoder is frozen).
+
+        The cache is bounded: a data set of mostly distinct captions (Something-Something's
+        object names) would otherwise keep every caption's tokens for the whole run.
+        """
+        cache = self._text_cache
+        missing = sorted(set(instructions) - set(cache))
         if missing:
-            encoded = self.model.encode_text(missing)
-            self._text_cache.update(zip(missing, encoded, strict=True))
-        return torch.stack([self._text_cache[text] for text in instructions])
+            cache.update(zip(missing, self.model.encode_text(missing), strict=True))
+        tokens = torch.stack([cache[text] for text in instructions])
+        for text in instructions:
+            cache.move_to_end(text)
+        while len(cache) > TEXT_CACHE_SIZE:
+            cache.popitem(last=False)
+        return tokens
 
     def _structure_terms(
         self,
