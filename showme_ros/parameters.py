@@ -80,16 +80,18 @@ SPECS: tuple[Spec, ...] = (
         read_only=True,
         bounds=(0, 16),
     ),
-    Spec("inference.num_steps", 25, "Default denoising steps.", bounds=(1, 1000)),
+    # Sampler defaults: the shipped model's settings (its model card); DynamiCrafter-256 models
+    # want 50 steps, 16 frames and guidance 7.5.
+    Spec("inference.num_steps", 10, "Default denoising steps.", bounds=(1, 1000)),
     Spec(
         "inference.num_frames",
-        16,
+        8,
         "Default frames of a rollout (video mode).",
         bounds=(2, 256),
     ),
     Spec(
         "inference.guidance_scale",
-        7.5,
+        1.0,
         "Default classifier-free guidance scale on the instruction (1 = no guidance).",
         bounds=(0.0, 50.0),
     ),
