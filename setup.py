@@ -25,6 +25,7 @@ setup(
         "accelerate>=1.0",
         "safetensors>=0.4.5",
         "opencv-python-headless>=4.9",
+        "scikit-image>=0.22",
         "numpy>=1.26",
         "pyyaml>=6.0",
         "psutil>=5.9",

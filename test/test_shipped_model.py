@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from showme_model.metrics import psnr
 from showme_model.pipeline import ShowMePipeline, default_model_path
-from training.metrics.image import psnr
 from training.metrics.swap import swap_accuracy
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metaworld_heldout"
