@@ -54,9 +54,9 @@ def run_row(mode: str, overrides: dict, steps: int, resolution: int, work: Path)
     torch.set_num_threads(1)
     from torch.utils.flop_counter import FlopCounterMode
 
-    from showme_model.small_depth import SmallDepthNet
     from training.config import config_from_dict
     from training.loops import Trainer, collate
+    from training.rewards.small_depth import SmallDepthNet
 
     values = {
         "mode": mode,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from showme_model.checkpoint_io import CheckpointError
-from showme_model.small_depth import SmallDepthNet
+from training.rewards.small_depth import SmallDepthNet
 
 
 def test_forward_shape_positive_and_size_agnostic():

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import torch
 
-from showme_model.small_depth import SmallDepthNet
 from training.data.manifest import ClipRecord, write_manifest
+from training.rewards.small_depth import SmallDepthNet
 from training.train_depth import depth_errors, load_frames_and_depth, main, to_tensors
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from showme_model.depth import DepthModel, load_depth_model
-from showme_model.edges import HED, SobelEdges, bundled_hed_weights, load_edge_model
+from training.rewards.depth import DepthModel, load_depth_model
+from training.rewards.edges import HED, SobelEdges, bundled_hed_weights, load_edge_model
 
 FIXTURE = Path(__file__).parent / "data" / "rewards_hed_reference.safetensors"
 
@@ -100,7 +100,7 @@ def test_dpt_from_local_folder_is_differentiable(tmp_path):
 
 
 def test_small_depth_hook(tmp_path):
-    from showme_model.small_depth import SmallDepthNet
+    from training.rewards.small_depth import SmallDepthNet
 
     SmallDepthNet(channels=(8, 16)).save(tmp_path / "depth.safetensors")
     depth = load_depth_model("small", tmp_path / "depth.safetensors")

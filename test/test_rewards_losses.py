@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from showme_model.edges import SobelEdges
-from showme_model.rewards import StructureReward, motion_reward, predict_x0
+from training.rewards.edges import SobelEdges
+from training.rewards.losses import StructureReward, motion_reward, predict_x0
 
 
 def _schedule():

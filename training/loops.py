@@ -23,17 +23,17 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from showme_model import adapters
-from showme_model.depth import load_depth_model
-from showme_model.edges import load_edge_model
 from showme_model.model import ShowMeModel
 from showme_model.pipeline import ShowMePipeline
-from showme_model.rewards import StructureReward
 from showme_model.writers import make_strip, write_png
 from training import checkpointing
 from training.config import StructureRewardConfig, TrainConfig
 from training.data.dataset import ClipDataset
 from training.data_order import StreamBatchSampler, StreamDataset
 from training.objectives import DiffusionObjective
+from training.rewards.depth import load_depth_model
+from training.rewards.edges import load_edge_model
+from training.rewards.losses import StructureReward
 from training.synthetic import MovingSquares
 
 TRAINED_ROLE = {"stage1": "manipulation", "stage2": "prediction"}

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from showme_model.rewards import StructureReward, motion_reward, predict_x0
 from training.config import CfgDropoutConfig, MotionRewardConfig, StructureRewardConfig
 from training.data_order import sample_generator
+from training.rewards.losses import StructureReward, motion_reward, predict_x0
 
 FROZEN_ENCODERS = ("vae", "text_encoder", "image_encoder")
 TEXT_CACHE_SIZE = 512  # prompts whose text tokens are kept

@@ -7,7 +7,7 @@ held-out clips and writes one safetensors file, later frozen as the structure re
 critic::
 
     python -m training.train_depth --manifest data/metaworld/manifest.jsonl \
-        --out showme_model/weights/small_depth.safetensors
+        --out runs/metaworld64/small_depth.safetensors
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from showme_model.small_depth import SmallDepthNet
 from training.data.manifest import read_manifest
+from training.rewards.small_depth import SmallDepthNet
 
 
 def load_frames_and_depth(

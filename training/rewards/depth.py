@@ -8,7 +8,7 @@ network load from local files only (nothing is downloaded):
 - ``"dpt"``: any DPT / MiDaS checkpoint folder that transformers reads with
   ``AutoModelForDepthEstimation`` (its ``preprocessor_config.json``, when present, gives the
   normalisation and input size);
-- ``"small"``: the small depth network of :mod:`showme_model.small_depth` (one safetensors file).
+- ``"small"``: :class:`training.rewards.small_depth.SmallDepthNet` (one safetensors file).
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ def load_dpt(path: str | Path, input_size: int | tuple[int, int] | None = None) 
 
 
 def load_small_depth(path: str | Path, normalize: bool = False) -> DepthModel:
-    """Load the small depth network of :mod:`showme_model.small_depth` (images in ``[-1, 1]``)."""
-    from showme_model.small_depth import SmallDepthNet
+    """Load the small depth network (:mod:`training.rewards.small_depth`, images in [-1, 1])."""
+    from training.rewards.small_depth import SmallDepthNet
 
     return DepthModel(SmallDepthNet.from_file(path), normalize=normalize)
 
