@@ -3,7 +3,8 @@
 The folder is what ``showme-train base`` starts from (``model.folder``): a randomly initialised
 UNet, image encoder and image projector, the frozen packaged MiniLM-L6 text encoder, and the
 given autoencoder, whose latent scaling factor is set to one over the standard deviation of its
-latents on the manifest's training frames::
+latents on the manifest's training frames. ``training/recipes/`` holds scripts, not an installed
+package; run them from the repository root::
 
     python -m training.recipes.assemble_model --config training/configs/metaworld64-model.yaml \
         --vae runs/metaworld64/vae --manifest data/metaworld64/manifest.jsonl \
