@@ -10,13 +10,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from showme_ros.jobs import Job
+from showme_ros.parameters import Settings
 
 # Progress callback: (step just finished, total steps).
 Progress = Callable[[int, int], None]
@@ -90,6 +91,7 @@ class Engine:
     def __init__(self, pipeline: Any, model_id: str, device: str, dtype: str) -> None:
         self.pipeline = pipeline
         self.max_frames = int(pipeline.max_frames)
+        self.sampler_config = pipeline.sampler_config
         self.model_id = model_id
         self.device = device
         self.dtype = dtype
@@ -113,13 +115,32 @@ class Engine:
         device = _resolve_device(device, torch)
         torch_dtype = _resolve_dtype(dtype, device, torch)
         try:
+            # Live camera frames never repeat: cached image embeddings would only use memory.
             pipeline = ShowMePipeline.from_pretrained(
-                path, adapters=list(adapters) or None, device=device, dtype=torch_dtype
+                path,
+                adapters=list(adapters) or None,
+                device=device,
+                dtype=torch_dtype,
+                image_cache_size=0,
             )
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise ModelLoadError(f"cannot load the model from {path}: {error}") from error
         model_id = path.name + (f"+{'+'.join(adapters)}" if adapters else "")
         return cls(pipeline, model_id, device, str(torch_dtype).removeprefix("torch."))
+
+    def resolve(self, settings: Settings) -> Settings:
+        """Replace every "model default" value of ``settings`` by the model's stored setting."""
+        config = self.sampler_config
+        return replace(
+            settings,
+            num_steps=settings.num_steps or config.num_inference_steps,
+            num_frames=settings.num_frames or config.num_frames,
+            guidance_scale=settings.guidance_scale or config.guidance_scale,
+            eta=config.eta if settings.eta < 0 else settings.eta,
+            scheduler=settings.scheduler or config.scheduler,
+            frame_stride=settings.frame_stride or config.frame_stride or 0,
+            max_num_frames=min(settings.max_num_frames, self.max_frames),
+        )
 
     def run(self, job: Job, progress: Progress | None, cancelled: Callable[[], bool]) -> np.ndarray:
         """Predict ``job``; returns ``(B, T, H, W, 3)`` uint8 frames, one rollout per instruction.
@@ -145,6 +166,7 @@ class Engine:
                 num_steps=job.num_steps,
                 guidance_scale=job.guidance_scale,
                 eta=job.eta,
+                scheduler=job.scheduler,
                 frame_stride=job.frame_stride,
                 seed=job.seed,
                 callback=on_step,
@@ -153,12 +175,26 @@ class Engine:
             raise JobCancelledError(str(error)) from error
         return np.asarray(result.frames)
 
-    def warm_up(self) -> None:
-        """Run one tiny prediction so the first request does not pay for lazy initialisation."""
+    def warm_up(self, settings: Settings) -> None:
+        """Run a one-step goal image and rollout with the served settings.
+
+        The first request of each mode then does not pay for lazy initialisation (allocator
+        growth, the guidance path in use, the temporal layers' first run).
+        """
         height, width = self.pipeline.resolution
-        self.pipeline.predict(
-            np.zeros((height, width, 3), np.uint8), ["warm up"], num_steps=1, seed=0
-        )
+        image = np.zeros((height, width, 3), np.uint8)
+        for mode, frames in (("image", 1), ("video", settings.num_frames)):
+            self.pipeline.predict(
+                image,
+                ["warm up"],
+                mode=mode,
+                num_frames=frames,
+                num_steps=1,
+                guidance_scale=settings.guidance_scale,
+                eta=settings.eta,
+                scheduler=settings.scheduler,
+                seed=0,
+            )
 
     def gpu_memory_bytes(self) -> int:
         """Bytes allocated on the GPU by this process (0 on CPU)."""

@@ -1,8 +1,11 @@
-"""Validated prediction jobs from service requests, action goals and continuous mode."""
+"""Validated prediction jobs from service requests, action goals and continuous mode.
+
+All three go through :func:`build_job`, so they share one set of checks and one set of errors
+(:mod:`showme_ros.errors`).
+"""
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from dataclasses import dataclass
@@ -11,6 +14,12 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from showme_ros.errors import (
+    BadImageError,
+    NoInputError,
+    RequestError,
+    StaleFrameError,
+)
 from showme_ros.image_conversion import (
     ImageConversionError,
     compressed_to_rgb,
@@ -21,11 +30,8 @@ from showme_ros.msg import PredictedRollout
 from showme_ros.parameters import Settings
 
 MODES = {PredictedRollout.MODE_GOAL_IMAGE: "image", PredictedRollout.MODE_ROLLOUT: "video"}
+MODE_CODES = {name: code for code, name in MODES.items()}
 MAX_SEED = 2**32 - 1
-
-
-class RequestError(ValueError):
-    """A request that cannot be served; its message is sent back to the caller."""
 
 
 @dataclass
@@ -40,43 +46,73 @@ class Job:
     num_steps: int
     guidance_scale: float
     eta: float
+    scheduler: str
     frame_stride: int | None
     seed: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The newest camera message, when it arrived (node clock, ns) and its sequence number."""
+
+    msg: Image | CompressedImage
+    received_ns: int
+    index: int
 
 
 class LatestInputs:
     """The newest camera frame and instruction, kept by the subscription callbacks.
 
-    Only the newest frame is kept; a frame replaced before any prediction used it counts as
-    dropped.
+    Counters (all thread-safe):
+
+    - ``frames_received``: camera messages that arrived;
+    - ``frames_superseded``: replaced by a newer one before any prediction read them (normal
+      whenever the camera is faster than the requests);
+    - ``frames_dropped``: frames a prediction needed but could not use (malformed, too large,
+      too old, or continuous mode busy): the frames a user lost.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._frame: Image | CompressedImage | None = None
+        self._frame: Frame | None = None
         self._frame_used = True
+        self._dropped_index = -1
         self._instruction = ""
         self.frames_received = 0
+        self.frames_superseded = 0
         self.frames_dropped = 0
 
-    def set_frame(self, msg: Image | CompressedImage) -> None:
-        """Keep ``msg`` as the newest frame."""
+    def set_frame(self, msg: Image | CompressedImage, received_ns: int) -> None:
+        """Keep ``msg``, received at ``received_ns``, as the newest frame."""
         with self._lock:
             self.frames_received += 1
             if not self._frame_used:
-                self.frames_dropped += 1
-            self._frame, self._frame_used = msg, False
+                self.frames_superseded += 1
+            self._frame = Frame(msg, received_ns, self.frames_received)
+            self._frame_used = False
 
     def set_instruction(self, text: str) -> None:
         """Keep ``text`` as the newest instruction."""
         with self._lock:
             self._instruction = text
 
-    def take(self) -> tuple[Image | CompressedImage | None, str]:
+    def take(self) -> tuple[Frame | None, str]:
         """Return the newest frame (marking it used) and instruction."""
         with self._lock:
             self._frame_used = True
             return self._frame, self._instruction
+
+    def drop(self, frame: Frame) -> None:
+        """Count ``frame`` as dropped (once, however many requests failed on it)."""
+        with self._lock:
+            if frame.index != self._dropped_index:
+                self._dropped_index = frame.index
+                self.frames_dropped += 1
+
+    def newest_age(self, now_ns: int) -> float | None:
+        """Seconds since the newest frame arrived; None before the first."""
+        with self._lock:
+            return None if self._frame is None else (now_ns - self._frame.received_ns) / 1e9
 
 
 def decode_frame(msg: Image | CompressedImage, max_side: int) -> np.ndarray:
@@ -86,11 +122,21 @@ def decode_frame(msg: Image | CompressedImage, max_side: int) -> np.ndarray:
     return image_to_rgb(msg, max_side)
 
 
-def build_job(request: object, latest: LatestInputs, settings: Settings, image_topic: str) -> Job:
+def build_job(
+    request: object,
+    latest: LatestInputs,
+    settings: Settings,
+    image_topic: str,
+    now_ns: int,
+) -> Job:
     """Validate a ``Predict`` request (or ``PredictRollout`` goal) into a :class:`Job`.
 
+    An empty image takes the newest camera frame, which must be at most
+    ``settings.max_frame_age`` seconds old; an empty instruction takes the newest one.
+
     Raises:
-        RequestError: With a message saying what is wrong and what is allowed.
+        RequestError: A subclass naming the failure, with a message saying what is wrong and
+            what is allowed.
 
     """
     frame, latest_instruction = latest.take()
@@ -98,19 +144,10 @@ def build_job(request: object, latest: LatestInputs, settings: Settings, image_t
         raise RequestError(
             f"unknown mode {request.mode}; use MODE_GOAL_IMAGE (0) or MODE_ROLLOUT (1)"
         )
-    if not is_empty(request.image):
-        frame = request.image
-    elif frame is None:
-        raise RequestError(
-            f"no image: the request has none and no frame has arrived on {image_topic}"
-        )
-    try:
-        image = decode_frame(frame, settings.max_image_side)
-    except ImageConversionError as error:
-        raise RequestError(f"bad image: {error}") from error
+    mode = MODES[request.mode]
     instruction = request.instruction or latest_instruction
     if not instruction:
-        raise RequestError(
+        raise NoInputError(
             "no instruction: the request has none and none was published on the instruction topic"
         )
     if len(request.candidates) > settings.max_candidates:
@@ -121,36 +158,64 @@ def build_job(request: object, latest: LatestInputs, settings: Settings, image_t
     instructions = [instruction, *request.candidates]
     for index, text in enumerate(instructions):
         _check_instruction(text, index, settings.max_instruction_length)
-    mode = MODES[request.mode]
-    return Job(
-        image=image,
-        header=frame.header,
-        instructions=instructions,
-        mode=mode,
-        num_frames=_num_frames(request.num_frames, mode, settings),
-        num_steps=_num_steps(request.num_steps, settings),
-        guidance_scale=_guidance(request.guidance_scale, settings),
-        eta=settings.eta,
-        frame_stride=settings.frame_stride or None,
-        seed=_seed(request.seed, len(instructions)),
-    )
-
-
-def continuous_job(image: np.ndarray, header: Header, instruction: str, settings: Settings) -> Job:
-    """Return a job with the node's defaults, for continuous mode."""
-    mode = settings.continuous_mode
+    num_frames = _num_frames(request.num_frames, mode, settings)
+    num_steps = request.num_steps or settings.num_steps
+    guidance_scale = float(request.guidance_scale) or settings.guidance_scale
+    _check_sampler(num_steps, guidance_scale, num_frames, settings)
+    seed = _seed(request.seed, len(instructions))
+    if is_empty(request.image):
+        image, header = _camera_frame(frame, latest, settings, image_topic, now_ns)
+    else:
+        _check_frame_id(request.image.header, settings, "the request's image")
+        image = _decode(request.image, settings, "in the request")
+        header = request.image.header
     return Job(
         image=image,
         header=header,
-        instructions=[instruction[: settings.max_instruction_length]],
+        instructions=instructions,
         mode=mode,
-        num_frames=settings.num_frames if mode == "video" else 1,
-        num_steps=settings.num_steps,
-        guidance_scale=settings.guidance_scale,
+        num_frames=num_frames,
+        num_steps=num_steps,
+        guidance_scale=guidance_scale,
         eta=settings.eta,
+        scheduler=settings.scheduler,
         frame_stride=settings.frame_stride or None,
-        seed=_seed(settings.seed, 1),
+        seed=seed,
     )
+
+
+def _camera_frame(
+    frame: Frame | None, latest: LatestInputs, settings: Settings, topic: str, now_ns: int
+) -> tuple[np.ndarray, Header]:
+    if frame is None:
+        raise NoInputError(f"no image: the request has none and no frame has arrived on {topic}")
+    age = (now_ns - frame.received_ns) / 1e9
+    try:
+        if settings.max_frame_age > 0 and age > settings.max_frame_age:
+            raise StaleFrameError(
+                f"the latest frame on {topic} arrived {age:.1f} s ago; frames older than "
+                f"{settings.max_frame_age:g} s are refused (limits.max_frame_age)"
+            )
+        _check_frame_id(frame.msg.header, settings, f"the frame on {topic}")
+        return _decode(frame.msg, settings, f"on {topic}"), frame.msg.header
+    except RequestError:
+        latest.drop(frame)
+        raise
+
+
+def _decode(msg: Image | CompressedImage, settings: Settings, where: str) -> np.ndarray:
+    try:
+        return decode_frame(msg, settings.max_image_side)
+    except ImageConversionError as error:
+        raise BadImageError(f"bad image {where}: {error}") from error
+
+
+def _check_frame_id(header: Header, settings: Settings, what: str) -> None:
+    if len(header.frame_id) > settings.max_frame_id_length:
+        raise RequestError(
+            f"frame_id of {what} has {len(header.frame_id)} characters; at most "
+            f"{settings.max_frame_id_length} are accepted (limits.max_frame_id_length)"
+        )
 
 
 def _check_instruction(text: str, index: int, limit: int) -> None:
@@ -168,35 +233,43 @@ def _num_frames(requested: int, mode: str, settings: Settings) -> int:
     if mode == "image":
         return 1
     frames = requested or settings.num_frames
-    if not 2 <= frames <= settings.max_num_frames:
-        raise RequestError(
-            f"num_frames {frames} is beyond the model: a rollout has 2 to "
-            f"{settings.max_num_frames} frames (limits.max_num_frames)"
-        )
+    if frames < 2:
+        raise RequestError(f"num_frames {frames}: a rollout has at least 2 frames")
     return frames
 
 
-def _num_steps(requested: int, settings: Settings) -> int:
-    steps = requested or settings.num_steps
-    if steps > settings.max_num_steps:
-        raise RequestError(
-            f"num_steps {steps} is too many: at most {settings.max_num_steps} "
-            "(limits.max_num_steps); 0 = the default"
+def _check_sampler(
+    num_steps: int, guidance_scale: float, num_frames: int, settings: Settings
+) -> None:
+    """Check the sampler settings with the model library's one validation."""
+    from showme_model.sampler_config import SamplerSettingsError, validate_request
+
+    try:
+        validate_request(
+            num_steps,
+            guidance_scale,
+            settings.eta,
+            num_frames,
+            settings.max_num_frames,
+            frame_stride=settings.frame_stride or None,
+            scheduler=settings.scheduler,
+            max_num_inference_steps=settings.max_num_steps,
         )
-    return steps
-
-
-def _guidance(requested: float, settings: Settings) -> float:
-    if not math.isfinite(requested) or requested < 0:
-        raise RequestError(f"guidance_scale must be a finite number >= 0, got {requested}")
-    return float(requested) or settings.guidance_scale
+    except SamplerSettingsError as error:
+        raise RequestError(
+            f"{error} (0 = the node's default; limits.max_num_steps and limits.max_num_frames "
+            "bound requests)"
+        ) from error
 
 
 def _seed(requested: int, batch: int) -> int:
-    """Return the base seed of a batch; item ``i`` uses ``seed + i``, which must fit uint32."""
+    """Return the base seed of a batch; item ``i`` uses ``seed + i``, which must fit uint32.
+
+    0 (what an unset field holds) and negative values draw a random seed.
+    """
     largest = MAX_SEED - batch + 1
-    if requested == -1:
-        return random.randint(0, largest)
-    if not 0 <= requested <= largest:
-        raise RequestError(f"seed must be -1 (random) or 0 to {largest}, got {requested}")
+    if requested <= 0:
+        return random.randint(1, largest)
+    if requested > largest:
+        raise RequestError(f"seed must be 1 to {largest} (0 or negative = random), got {requested}")
     return requested

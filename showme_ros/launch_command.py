@@ -8,9 +8,10 @@ and remappings, and from them the ``--ros-args`` command line ``ros2 launch`` pa
 
 from __future__ import annotations
 
+import json
+import os
 import runpy
 import sys
-import tempfile
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +37,17 @@ class LaunchedNode:
     arguments: dict[str, str] = field(default_factory=dict)
 
     def ros_args(self) -> list[str]:
-        """``--ros-args`` as ``ros2 launch`` passes them (overrides go through a YAML file)."""
+        """``--ros-args`` with the same effect as ``ros2 launch``'s.
+
+        ``ros2 launch`` writes the parameter overrides to a temporary YAML file; here they are
+        ``-p name:=value`` arguments (values in JSON, a subset of the YAML rcl parses), which
+        take precedence over the parameter files the same way and leave no file behind.
+        """
         args = ["--ros-args", "-r", f"__node:={self.name}", "-r", f"__ns:=/{self.namespace}"]
         for path in self.parameter_files:
             args += ["--params-file", path]
-        if self.parameters:
-            overrides = {"/**": {"ros__parameters": self.parameters}}
-            descriptor, path = tempfile.mkstemp(prefix="showme-launch-params-", suffix=".yaml")
-            with open(descriptor, "w") as handle:
-                yaml.safe_dump(overrides, handle)
-            args += ["--params-file", path]
+        for name, value in self.parameters.items():
+            args += ["-p", f"{name}:={json.dumps(value)}"]
         for source, target in self.remappings:
             args += ["-r", f"{source}:={target}"]
         return args
@@ -55,16 +57,33 @@ def _in_source_tree() -> bool:
     return (SOURCE_ROOT / "launch" / "showme.launch.py").is_file()
 
 
+def _install_prefix() -> Path:
+    """Find the install prefix that holds ``share/showme_ros``.
+
+    Tried in order: the prefix this module is installed under (``<prefix>/lib/pythonX.Y/
+    site-packages/showme_ros``, as colcon and the CMake install lay it out), the prefixes on
+    ``AMENT_PREFIX_PATH`` (a sourced workspace), and the running Python's prefix.
+    """
+    module_prefix = Path(__file__).resolve().parents[4]
+    ament = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    candidates = [module_prefix, *ament, Path(sys.prefix)]
+    for prefix in candidates:
+        if (prefix / "share" / PACKAGE / "launch" / "showme.launch.py").is_file():
+            return prefix
+    searched = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(f"share/{PACKAGE}/launch/showme.launch.py not found under {searched}")
+
+
 def share_dir() -> Path:
     """``share/showme_ros`` (launch/, config/): the source tree's, or else the installed one."""
-    return SOURCE_ROOT if _in_source_tree() else Path(sys.prefix) / "share" / PACKAGE
+    return SOURCE_ROOT if _in_source_tree() else _install_prefix() / "share" / PACKAGE
 
 
 def executable_path(executable: str) -> Path:
     """Return the script installed as ``lib/showme_ros/<executable>`` (in a tree: its source)."""
     if _in_source_tree():
         return SOURCE_ROOT / "scripts" / executable
-    return Path(sys.prefix) / "lib" / PACKAGE / executable
+    return _install_prefix() / "lib" / PACKAGE / executable
 
 
 def evaluate(

@@ -2,18 +2,23 @@
 
 Interfaces (relative names; the launch file puts the node in namespace ``showme``):
 
-- subscribes ``image`` (sensor_msgs/Image), ``image/compressed`` (sensor_msgs/CompressedImage)
-  and ``instruction`` (std_msgs/String); KEEP_LAST 1, reliability from ``image_reliability``;
+- subscribes ``image`` (sensor_msgs/Image) and ``image/compressed`` (sensor_msgs/CompressedImage),
+  KEEP_LAST 1 with reliability from ``image_reliability``, and ``instruction`` (std_msgs/String,
+  reliable);
 - serves ``predict`` (showme_ros/srv/Predict) and ``predict_rollout``
   (showme_ros/action/PredictRollout);
 - publishes ``goal_image`` (sensor_msgs/Image) and ``rollout`` (showme_ros/msg/PredictedRollout)
   in continuous mode, and ``/diagnostics``.
 
-Action goals are always accepted; one that cannot run (node inactive, busy, invalid request) is
-aborted at once with success=false and the reason in its result, since a rejected goal cannot
-carry a reason. The model is loaded on activate and freed on deactivate. Inference runs in a
+Every answer carries an ``ErrorCode`` (OK or why it failed) and a message. Action goals are
+always accepted; one that cannot run (node inactive, busy, invalid request) is aborted at once
+with the reason in its result, since a rejected goal cannot carry one. Service calls, action
+goals and continuous-mode predictions share one path: the same validation, limits, statistics
+and error handling. The model is loaded on activate and freed on deactivate. Inference runs in a
 reentrant callback group under a multi-threaded executor, one job at a time; up to
-``queue_size`` requests wait, later ones are answered at once with a 'busy' message.
+``queue_size`` requests wait, later ones are answered at once with BUSY. The transport queues
+hold ``max_pending_requests`` requests, so a burst gets answers instead of silence. No
+callback's exception ends the process (:class:`~showme_ros.executor.ResilientExecutor`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import rclpy
@@ -30,7 +34,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
@@ -43,25 +47,28 @@ from std_msgs.msg import String
 
 from showme_ros import parameters
 from showme_ros.action import PredictRollout
-from showme_ros.diagnostics import ModelState, ServingStats, report
+from showme_ros.diagnostics import FrameState, ModelState, ServingStats, report
 from showme_ros.engine import Engine, JobCancelledError, Progress, choose_model
-from showme_ros.image_conversion import ImageConversionError, rgb_to_image
-from showme_ros.jobs import (
-    MODES,
-    Job,
-    LatestInputs,
+from showme_ros.errors import (
+    BusyError,
+    CancelledError,
+    InternalError,
+    NotActiveError,
     RequestError,
-    build_job,
-    continuous_job,
-    decode_frame,
+    StoppedError,
 )
-from showme_ros.msg import PredictedRollout
+from showme_ros.executor import ResilientExecutor
+from showme_ros.image_conversion import rgb_to_image
+from showme_ros.jobs import MODE_CODES, Job, LatestInputs, build_job
+from showme_ros.msg import ErrorCode, PredictedRollout
 from showme_ros.srv import Predict
 
 NODE_NAME = "predictor"
 # Executor threads beyond the queued requests: the running job, cheap callbacks, lifecycle and
 # parameter services, and continuous mode.
 SPARE_THREADS = 4
+# Longest part of an internal error's text sent to a client; the full text goes to the log.
+MAX_INTERNAL_DETAIL = 200
 
 
 class PredictorNode(LifecycleNode):
@@ -72,7 +79,7 @@ class PredictorNode(LifecycleNode):
         parameters.declare(self)
         self.settings = parameters.read(self)
         self._inputs = LatestInputs()
-        self._stats = ServingStats()
+        self.stats = ServingStats()
         self._engine: Engine | None = None
         self._load_error = ""
         self._engine_lock = threading.Lock()
@@ -91,13 +98,14 @@ class PredictorNode(LifecycleNode):
             else ReliabilityPolicy.BEST_EFFORT,
         )
         self._image_topic = self.resolve_topic_name("image")
+        self._compressed_topic = self.resolve_topic_name("image/compressed")
         self.create_subscription(
-            Image, "image", self._inputs.set_frame, camera_qos, callback_group=self._input_group
+            Image, "image", self._on_frame, camera_qos, callback_group=self._input_group
         )
         self.create_subscription(
             CompressedImage,
             "image/compressed",
-            self._inputs.set_frame,
+            self._on_frame,
             camera_qos,
             callback_group=self._input_group,
         )
@@ -105,11 +113,20 @@ class PredictorNode(LifecycleNode):
             String,
             "instruction",
             self._on_instruction,
-            QoSProfile(depth=1, reliability=camera_qos.reliability),
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
             callback_group=self._inference_group,
         )
+        requests_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=self.settings.max_pending_requests,
+            reliability=ReliabilityPolicy.RELIABLE,
+        )
         self.create_service(
-            Predict, "predict", self._on_predict, callback_group=self._inference_group
+            Predict,
+            "predict",
+            self._on_predict,
+            qos_profile=requests_qos,
+            callback_group=self._inference_group,
         )
         self._action_server = ActionServer(
             self,
@@ -119,6 +136,10 @@ class PredictorNode(LifecycleNode):
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
             cancel_callback=lambda _goal: CancelResponse.ACCEPT,
             callback_group=self._inference_group,
+            goal_service_qos_profile=requests_qos,
+            result_service_qos_profile=requests_qos,
+            cancel_service_qos_profile=requests_qos,
+            result_timeout=self.settings.result_timeout,
         )
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(
@@ -143,7 +164,7 @@ class PredictorNode(LifecycleNode):
         return super().on_configure(state)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        """Load the model; fail the transition with the reason when it cannot be loaded."""
+        """Load the model and warm up both modes; fail the transition with the reason."""
         self.settings = parameters.read(self)
         try:
             choice = choose_model(self.settings.model_path)
@@ -152,7 +173,7 @@ class PredictorNode(LifecycleNode):
             engine = Engine.load(
                 choice.path, self.settings.adapters, self.settings.device, self.settings.dtype
             )
-            engine.warm_up()
+            engine.warm_up(engine.resolve(self.settings))
         except (RuntimeError, ValueError, OSError) as error:  # ModelLoadError is a RuntimeError
             self._load_error = str(error)
             self.get_logger().error(f"activation failed: {error}")
@@ -193,6 +214,37 @@ class PredictorNode(LifecycleNode):
                 self._engine.close()
             self._engine = None
 
+    def report_callback_error(self, error: BaseException) -> None:
+        """Log and count an exception that escaped a callback; the node keeps serving."""
+        self.stats.record_callback_error()
+        self.get_logger().error(f"a callback raised and was contained: {error!r}")
+
+    # Inputs --------------------------------------------------------------------------------
+
+    def _on_frame(self, msg: Image | CompressedImage) -> None:
+        self._inputs.set_frame(msg, self.get_clock().now().nanoseconds)
+
+    def _on_instruction(self, msg: String) -> None:
+        """Keep the instruction; in continuous mode, predict from it and the newest frame."""
+        self._inputs.set_instruction(msg.data)
+        settings = parameters.read(self)
+        if not settings.continuous or self._engine is None or not msg.data.strip():
+            return
+        request = Predict.Request(
+            instruction=msg.data, mode=MODE_CODES[settings.continuous_mode], seed=settings.seed
+        )
+        try:
+            (prediction,) = self._serve(request, progress=None, cancelled=lambda: False)
+        except RequestError as error:
+            if isinstance(error, BusyError):
+                frame, _ = self._inputs.take()
+                if frame is not None:
+                    self._inputs.drop(frame)
+            self.get_logger().warning(f"continuous prediction skipped: {error}")
+            return
+        self._goal_publisher.publish(prediction.frames[-1])
+        self._rollout_publisher.publish(prediction)
+
     # Requests ------------------------------------------------------------------------------
 
     def _on_predict(self, request: Predict.Request, response: Predict.Response) -> object:
@@ -200,10 +252,9 @@ class PredictorNode(LifecycleNode):
             response.predictions = self._serve(request, progress=None, cancelled=lambda: False)
             response.success = True
             response.message = f"{len(response.predictions)} prediction(s)"
-        except (RequestError, ValueError) as error:
+        except RequestError as error:
             response.success, response.message = False, str(error)
-        except JobCancelledError as error:
-            response.success, response.message = False, f"stopped by deactivation: {error}"
+            response.error_code.value = error.code
         return response
 
     def _on_goal(self, goal_handle: ServerGoalHandle) -> PredictRollout.Result:
@@ -226,11 +277,8 @@ class PredictorNode(LifecycleNode):
             )
             result.success, result.message = True, f"{len(result.predictions)} prediction(s)"
             goal_handle.succeed()
-        except JobCancelledError as error:
-            result.message = f"cancelled: {error}"
-            goal_handle.canceled()
-        except (RequestError, ValueError) as error:
-            result.message = str(error)
+        except RequestError as error:
+            result.message, result.error_code.value = str(error), error.code
             if goal_handle.is_cancel_requested:
                 goal_handle.canceled()
             else:
@@ -240,32 +288,30 @@ class PredictorNode(LifecycleNode):
     def _serve(
         self, request: object, progress: Progress | None, cancelled: Callable[[], bool]
     ) -> list[PredictedRollout]:
-        """Validate and run one request; every failure raises with the caller's message."""
+        """Validate and run one request; every failure raises a :class:`RequestError`."""
         try:
             engine = self._check_active()
-            settings = parameters.read(self)
-            settings = replace(
-                settings, max_num_frames=min(settings.max_num_frames, engine.max_frames)
-            )
-            job = build_job(request, self._inputs, settings, self._image_topic)
+            settings = engine.resolve(parameters.read(self))
+            now = self.get_clock().now().nanoseconds
+            job = build_job(request, self._inputs, settings, self._image_topic, now)
             return self._run(job, settings, progress, cancelled)
-        except JobCancelledError:
-            self._stats.record_failure()
-            raise
-        except (RequestError, ValueError) as error:
-            self._stats.record_failure(busy=str(error).startswith("busy"))
+        except RequestError as error:
+            self.stats.record_failure(error.code)
             self.get_logger().warning(f"request refused: {str(error)[:300]}")
             raise
         except Exception as error:  # a fault in the model must not take the node down
-            self._stats.record_failure()
+            self.stats.record_failure(ErrorCode.INTERNAL)
             self.get_logger().error(f"prediction failed: {error!r}")
-            raise RequestError(f"internal error: {error}") from error
+            detail = str(error).splitlines()[0][:MAX_INTERNAL_DETAIL] if str(error) else ""
+            raise InternalError(
+                f"internal error ({type(error).__name__}: {detail}); the node's log has details"
+            ) from error
 
     def _check_active(self) -> Engine:
         engine = self._engine
         if engine is None:
             reason = f": {self._load_error}" if self._load_error else ""
-            raise RequestError(f"node is not active, no model is loaded{reason}")
+            raise NotActiveError(f"node is not active, no model is loaded{reason}")
         return engine
 
     def _run(
@@ -276,21 +322,28 @@ class PredictorNode(LifecycleNode):
         cancelled: Callable[[], bool],
     ) -> list[PredictedRollout]:
         if not self._slots.acquire(blocking=False):
-            raise RequestError(
+            raise BusyError(
                 f"busy: a prediction is running and {settings.queue_size} more wait "
                 "(queue_size); try again later"
             )
         try:
             with self._engine_lock:
                 engine = self._engine
-                if engine is None:
-                    raise RequestError("node was deactivated; no model is loaded")
+                if engine is None or self._stopping.is_set():
+                    raise StoppedError("stopped by deactivation: no model is loaded")
                 started = time.monotonic()
-                frames = engine.run(job, progress, lambda: cancelled() or self._stopping.is_set())
+                try:
+                    frames = engine.run(
+                        job, progress, lambda: cancelled() or self._stopping.is_set()
+                    )
+                except JobCancelledError as error:
+                    if cancelled():
+                        raise CancelledError(f"cancelled: {error}") from error
+                    raise StoppedError(f"stopped by deactivation: {error}") from error
                 latency = time.monotonic() - started
         finally:
             self._slots.release()
-        self._stats.record_success(latency)
+        self.stats.record_success(latency)
         return [
             self._to_message(job, index, rollout, engine.model_id, latency, settings)
             for index, rollout in enumerate(frames)
@@ -307,11 +360,10 @@ class PredictorNode(LifecycleNode):
     ) -> PredictedRollout:
         video = job.mode == "video"
         steps = range(len(rollout)) if video else [settings.num_frames - 1]
-        mode_code = {name: code for code, name in MODES.items()}[job.mode]
         return PredictedRollout(
             header=job.header,
             instruction=job.instructions[index],
-            mode=mode_code,
+            mode=MODE_CODES[job.mode],
             frames=[rgb_to_image(frame, job.header) for frame in rollout],
             frame_offsets=[_duration(k * settings.frame_period) for k in steps],
             model_id=model_id,
@@ -319,32 +371,11 @@ class PredictorNode(LifecycleNode):
             inference_time=latency,
         )
 
-    # Continuous mode -----------------------------------------------------------------------
-
-    def _on_instruction(self, msg: String) -> None:
-        self._inputs.set_instruction(msg.data)
-        settings = parameters.read(self)
-        if not settings.continuous or self._engine is None or not msg.data.strip():
-            return
-        frame, _ = self._inputs.take()
-        if frame is None:
-            self.get_logger().warning(f"continuous mode: no frame yet on {self._image_topic}")
-            return
-        try:
-            job = continuous_job(
-                decode_frame(frame, settings.max_image_side), frame.header, msg.data, settings
-            )
-            prediction = self._run(job, settings, None, lambda: False)[0]
-        except (RequestError, ValueError, ImageConversionError, JobCancelledError) as error:
-            self.get_logger().warning(f"continuous prediction skipped: {error}")
-            return
-        self._goal_publisher.publish(prediction.frames[-1])
-        self._rollout_publisher.publish(prediction)
-
     # Diagnostics ---------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
         engine = self._engine
+        settings = parameters.read(self)
         model = ModelState(
             loaded=engine is not None,
             model_id=engine.model_id if engine else "",
@@ -353,13 +384,15 @@ class PredictorNode(LifecycleNode):
             error=self._load_error,
             gpu_memory_bytes=engine.gpu_memory_bytes() if engine else 0,
         )
+        frames = FrameState(
+            received=self._inputs.frames_received,
+            superseded=self._inputs.frames_superseded,
+            dropped=self._inputs.frames_dropped,
+            newest_age_s=self._inputs.newest_age(self.get_clock().now().nanoseconds),
+            max_age_s=settings.max_frame_age,
+        )
         status = report(
-            f"{self.get_fully_qualified_name()}: world model",
-            "showme",
-            model,
-            self._stats,
-            self._inputs.frames_received,
-            self._inputs.frames_dropped,
+            f"{self.get_fully_qualified_name()}: world model", "showme", model, self.stats, frames
         )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -375,7 +408,9 @@ def main(args: list[str] | None = None) -> int:
     """Run the node until shutdown; activates it at start unless told to wait."""
     rclpy.init(args=args)
     node = PredictorNode()
-    executor = MultiThreadedExecutor(num_threads=node.settings.queue_size + 1 + SPARE_THREADS)
+    executor = ResilientExecutor(
+        node.settings.queue_size + 1 + SPARE_THREADS, node.report_callback_error
+    )
     executor.add_node(node)
     try:
         if not node.settings.wait_for_lifecycle_manager:

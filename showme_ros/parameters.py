@@ -80,22 +80,57 @@ SPECS: tuple[Spec, ...] = (
         read_only=True,
         bounds=(0, 16),
     ),
-    # Sampler defaults: the shipped model's settings (its model card); DynamiCrafter-256 models
-    # want 50 steps, 16 frames and guidance 7.5.
-    Spec("inference.num_steps", 10, "Default denoising steps.", bounds=(1, 1000)),
+    Spec(
+        "max_pending_requests",
+        1000,
+        "Service calls and action goals the transport holds while earlier ones are answered "
+        "(the DDS queue depth of the predict service and the action's goal, cancel and result "
+        "services). Every request within it gets an answer: a prediction, or 'busy' beyond "
+        "queue_size.",
+        read_only=True,
+        bounds=(10, 100000),
+    ),
+    Spec(
+        "action.result_timeout",
+        900,
+        "Seconds an action result stays retrievable after its goal ended.",
+        read_only=True,
+        bounds=(1, 86400),
+    ),
+    # Sampler defaults: 0 (-1 for eta, "" for the scheduler) = the model folder's stored setting
+    # (sampler_config.json), so one model folder carries the settings it was validated with.
+    Spec(
+        "inference.num_steps",
+        0,
+        "Default denoising steps; 0 = the model's stored setting.",
+        bounds=(0, 1000),
+    ),
     Spec(
         "inference.num_frames",
-        8,
-        "Default frames of a rollout (video mode).",
-        bounds=(2, 256),
+        0,
+        "Default frames of a rollout (video mode); 0 = the model's stored setting.",
+        bounds=(0, 256),
     ),
     Spec(
         "inference.guidance_scale",
-        1.0,
-        "Default classifier-free guidance scale on the instruction (1 = no guidance).",
-        bounds=(0.0, 50.0),
+        0.0,
+        "Default classifier-free guidance scale on the instruction (1 = no guidance); 0 = the "
+        "model's stored setting. Requests may ask for 0..100 (0 = this default).",
+        bounds=(0.0, 100.0),
     ),
-    Spec("inference.eta", 1.0, "DDIM eta (0 = deterministic sampler).", bounds=(0.0, 1.0)),
+    Spec(
+        "inference.eta",
+        -1.0,
+        "DDIM eta (0 = deterministic sampler); -1 = the model's stored setting.",
+        bounds=(-1.0, 1.0),
+    ),
+    Spec(
+        "inference.scheduler",
+        "",
+        "Sampler (ddim, dpmsolver++, dpmsolver++-sde, unipc, euler, euler-ancestral); "
+        "empty = the model's stored setting.",
+        choices=("", "ddim", "dpmsolver++", "dpmsolver++-sde", "unipc", "euler", "euler-ancestral"),
+    ),
     Spec(
         "inference.frame_stride",
         0,
@@ -112,14 +147,27 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "inference.seed",
         -1,
-        "Seed of continuous-mode predictions; -1 = random.",
+        "Seed of continuous-mode predictions; 0 or -1 = random.",
         bounds=(-1, 2**31 - 1),
     ),
     Spec(
         "limits.max_num_steps",
         200,
-        "Largest num_steps a request may ask for.",
-        bounds=(1, 10000),
+        "Largest num_steps a request may ask for (the sampler's own limit is 1000).",
+        bounds=(1, 1000),
+    ),
+    Spec(
+        "limits.max_frame_age",
+        5.0,
+        "Oldest camera frame (seconds since it arrived, node clock) a request without an image "
+        "may use; older ones are refused with STALE_FRAME. 0 = any age.",
+        bounds=(0.0, 3600.0),
+    ),
+    Spec(
+        "limits.max_frame_id_length",
+        256,
+        "Longest accepted frame_id of an input image header, in characters.",
+        bounds=(1, 4096),
     ),
     Spec(
         "limits.max_num_frames",
@@ -178,14 +226,19 @@ class Settings:
     wait_for_lifecycle_manager: bool
     image_reliability: str
     queue_size: int
+    max_pending_requests: int
+    result_timeout: int
     num_steps: int
     num_frames: int
     guidance_scale: float
     eta: float
+    scheduler: str
     frame_stride: int
     frame_period: float
     seed: int
     max_num_steps: int
+    max_frame_age: float
+    max_frame_id_length: int
     max_num_frames: int
     max_candidates: int
     max_instruction_length: int
@@ -248,14 +301,19 @@ def read(node: Node) -> Settings:
         wait_for_lifecycle_manager=value("wait_for_lifecycle_manager"),
         image_reliability=value("image_reliability"),
         queue_size=value("queue_size"),
+        max_pending_requests=value("max_pending_requests"),
+        result_timeout=value("action.result_timeout"),
         num_steps=value("inference.num_steps"),
         num_frames=value("inference.num_frames"),
         guidance_scale=value("inference.guidance_scale"),
         eta=value("inference.eta"),
+        scheduler=value("inference.scheduler"),
         frame_stride=value("inference.frame_stride"),
         frame_period=value("inference.frame_period"),
         seed=value("inference.seed"),
         max_num_steps=value("limits.max_num_steps"),
+        max_frame_age=value("limits.max_frame_age"),
+        max_frame_id_length=value("limits.max_frame_id_length"),
         max_num_frames=value("limits.max_num_frames"),
         max_candidates=value("limits.max_candidates"),
         max_instruction_length=value("limits.max_instruction_length"),

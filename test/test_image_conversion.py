@@ -97,10 +97,63 @@ def test_malformed_images_raise_a_clear_error(mutate, message):
 def test_undecodable_compressed_image_raises():
     msg = CompressedImage(format="jpeg")
     msg.data = b"not an image at all"
-    with pytest.raises(ImageConversionError, match="cannot decode"):
+    with pytest.raises(ImageConversionError, match="cannot read the compressed image"):
         compressed_to_rgb(msg)
+    _, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    msg.data = png.tobytes()[:-20]  # header and a truncated pixel stream
+    with pytest.raises(ImageConversionError, match="cannot decode the PNG data"):
+        compressed_to_rgb(CompressedImage(format="png", data=msg.data))
     with pytest.raises(ImageConversionError, match="no data"):
         compressed_to_rgb(CompressedImage(format="png"))
+
+
+def _compressed(array: np.ndarray, extension: str, fmt: str) -> CompressedImage:
+    ok, data = cv2.imencode(extension, array)
+    assert ok
+    msg = CompressedImage(format=fmt)
+    msg.data = data.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("extension", "fmt", "message"),
+    [
+        (".tiff", "", "data is TIFF"),
+        (".tiff", "tiff", "not accepted"),
+        (".bmp", "bgr8; bmp", "not accepted"),
+        (".jpg", "png", "says PNG but the data is JPEG"),
+        (".png", "bgr8; jpeg compressed bgr8", "says JPEG but the data is PNG"),
+        (".png", "16UC1; compressedDepth png", "not accepted"),
+    ],
+)
+def test_compressed_formats_other_than_declared_jpeg_or_png_are_refused(extension, fmt, message):
+    msg = _compressed(np.zeros((8, 8, 3), np.uint8), extension, fmt)
+    with pytest.raises(ImageConversionError, match=message):
+        compressed_to_rgb(msg)
+
+
+@pytest.mark.parametrize("fmt", ["", "jpeg", "rgb8; jpeg compressed bgr8", "JPG"])
+def test_image_transport_format_strings_are_understood(fmt):
+    out = compressed_to_rgb(_compressed(np.zeros((8, 8, 3), np.uint8), ".jpg", fmt))
+    assert out.shape == (8, 8, 3)
+
+
+def test_compressed_size_is_checked_from_the_header_before_decoding(monkeypatch):
+    msg = _compressed(np.zeros((40, 30, 3), np.uint8), ".png", "png")
+
+    def no_decoding(*_args):
+        raise AssertionError("decoded an image that the header already refused")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    with pytest.raises(ImageConversionError, match="30x40; the largest accepted side is 32"):
+        compressed_to_rgb(msg, max_side=32)
+
+
+def test_sixteen_bit_png_scales_like_raw_sixteen_bit_images():
+    values = np.array([[0, 257, 65535], [512, 1028, 30000]], dtype=np.uint16)
+    out = compressed_to_rgb(_compressed(values, ".png", "png"))
+    raw = image_to_rgb(make_image(values, "mono16"))
+    np.testing.assert_array_equal(out, raw)
 
 
 def test_rgb_to_image_keeps_header_and_round_trips():

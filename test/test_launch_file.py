@@ -7,6 +7,7 @@ import pytest
 import rclpy
 import yaml
 
+from showme_model import sampler_config
 from showme_ros import parameters
 from showme_ros.launch_command import LaunchedNode, evaluate, executable_path, share_dir
 from showme_ros.node import PredictorNode
@@ -122,11 +123,9 @@ def test_launch_arguments_become_parameters_and_remappings():
     assert ("image", "/camera/color/image_raw") in launched.remappings
     args = launched.ros_args()
     assert args[:5] == ["--ros-args", "-r", "__node:=predictor", "-r", "__ns:=/robot1/showme"]
-    override_file = args[args.index("--params-file", 6) + 1]
-    assert (
-        yaml.safe_load(Path(override_file).read_text())["/**"]["ros__parameters"]["model.path"]
-        == "/models/m"
-    )
+    assert args.count("--params-file") == 1  # the package's YAML; overrides are -p arguments
+    overrides = [args[i + 1] for i, arg in enumerate(args) if arg == "-p"]
+    assert 'model.path:="/models/m"' in overrides and "continuous.enabled:=true" in overrides
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -155,6 +154,10 @@ def test_parameters_carry_descriptors(node_interface):
     for name in ("model.path", "device", "dtype", "queue_size", "image_reliability"):
         assert descriptors[name].read_only, name
     assert not descriptors["inference.num_steps"].read_only
-    assert descriptors["inference.num_steps"].integer_range[0].to_value == 1000
-    assert descriptors["inference.guidance_scale"].floating_point_range[0].to_value == 50.0
+    # The node's bounds are the sampler's own (one validation, showme_model.sampler_config).
+    steps = descriptors["inference.num_steps"].integer_range[0].to_value
+    assert steps == descriptors["limits.max_num_steps"].integer_range[0].to_value
+    assert steps == sampler_config.MAX_NUM_INFERENCE_STEPS
+    guidance = descriptors["inference.guidance_scale"].floating_point_range[0].to_value
+    assert guidance == sampler_config.MAX_GUIDANCE_SCALE
     assert all(d.description for d in descriptors.values())
