@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ENV_STAMP := $(VENV)/.env-stamp
 BUILD_STAMP := $(VENV)/.ros-build-stamp
+COLCON_STAMP := $(VENV)/.colcon-stamp
 ROS_SOURCES := CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv action/*.action) \
 	$(shell find showme_ros launch config scripts -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: setup test lint format demo bench clean
+.PHONY: setup colcon test lint format demo bench clean
 
-setup: $(BUILD_STAMP)
+setup: $(BUILD_STAMP) $(COLCON_STAMP)
 
 $(ENV_STAMP): requirements/constraints.txt requirements/ros.txt setup.py pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh
@@ -17,6 +18,14 @@ $(ENV_STAMP): requirements/constraints.txt requirements/ros.txt setup.py pyproje
 
 $(BUILD_STAMP): $(ENV_STAMP) $(ROS_SOURCES)
 	bash scripts/build_ros_package.sh
+	touch $@
+
+# colcon and the wheels' CMake fixes, so `colcon build` works in this venv (scripts/prepare_colcon_venv.sh)
+colcon: $(COLCON_STAMP)
+
+$(COLCON_STAMP): $(ENV_STAMP) requirements/colcon.txt scripts/prepare_colcon_venv.sh \
+		scripts/patch_ros_wheel_cmake.py
+	bash scripts/prepare_colcon_venv.sh $(VENV)
 	touch $@
 
 lint: setup
