@@ -89,7 +89,7 @@ def executable_path(executable: str) -> Path:
 def evaluate(
     launch_file: Path | None = None, overrides: dict[str, str] | None = None
 ) -> LaunchedNode:
-    """Evaluate the launch file with ``overrides`` for its arguments (``name:=value``).
+    """Evaluate a launch file that starts one node (default: ``showme.launch.py``).
 
     Raises:
         KeyError: An override names an argument the launch file does not declare.
@@ -97,6 +97,24 @@ def evaluate(
 
     """
     launch_file = launch_file or share_dir() / "launch" / "showme.launch.py"
+    nodes = evaluate_nodes(launch_file, overrides)
+    if len(nodes) != 1:
+        raise ValueError(f"{launch_file} starts {len(nodes)} nodes; expected one")
+    return nodes[0]
+
+
+def evaluate_nodes(
+    launch_file: Path, overrides: dict[str, str] | None = None
+) -> list[LaunchedNode]:
+    """Evaluate ``launch_file`` with ``overrides`` for its arguments (``name:=value``).
+
+    Returns:
+        Every node the launch file starts, in its order.
+
+    Raises:
+        KeyError: An override names an argument the launch file does not declare.
+
+    """
     stand_ins = _stand_in_modules()
     saved = {name: sys.modules.get(name) for name in stand_ins}
     sys.modules.update(stand_ins)
@@ -114,10 +132,14 @@ def evaluate(
         raise KeyError(f"{launch_file} declares no argument(s) {sorted(unknown)}")
     values = {name: _text(a.default_value, {}) for name, a in declared.items()}
     values.update(overrides or {})
-    nodes = [e for e in description.entities if isinstance(e, _Node)]
-    if len(nodes) != 1:
-        raise ValueError(f"{launch_file} starts {len(nodes)} nodes; expected one")
-    node = nodes[0].kwargs
+    return [
+        _launched(entity.kwargs, values)
+        for entity in description.entities
+        if isinstance(entity, _Node)
+    ]
+
+
+def _launched(node: dict[str, Any], values: dict[str, str]) -> LaunchedNode:
     files, parameters = [], {}
     for entry in node.get("parameters", []):
         if isinstance(entry, dict):
@@ -138,8 +160,20 @@ def evaluate(
 
 def node_command(overrides: dict[str, str] | None = None) -> list[str]:
     """Command line that starts the node as ``ros2 launch showme_ros showme.launch.py`` does."""
-    launched = evaluate(overrides=overrides)
+    return command(evaluate(overrides=overrides))
+
+
+def command(launched: LaunchedNode) -> list[str]:
+    """Return the command line ``ros2 launch`` runs for ``launched``."""
     return [sys.executable, str(executable_path(launched.executable)), *launched.ros_args()]
+
+
+def launch_commands(
+    launch_file: str, overrides: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Command line of every node of ``launch/<launch_file>``, by node name."""
+    nodes = evaluate_nodes(share_dir() / "launch" / launch_file, overrides)
+    return {node.name: command(node) for node in nodes}
 
 
 # Stand-ins ---------------------------------------------------------------------------------
