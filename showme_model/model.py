@@ -2,7 +2,9 @@
 
 A model folder follows diffusers' layout: ``model_index.json`` names each component's class,
 and each component has its own sub-folder with its config and one safetensors file. LoRA
-adapters, when present, live in ``adapters/<role>/`` (see :mod:`showme_model.adapters`).
+adapters, when present, live in ``adapters/<role>/`` (see :mod:`showme_model.adapters`), and
+the sampler settings the model was tuned for in ``sampler_config.json`` (see
+:mod:`showme_model.sampler_config`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from showme_model.encoders import (
     SentenceTextEncoder,
 )
 from showme_model.resampler import ImageProjector
+from showme_model.sampler_config import SamplerConfig
 from showme_model.unet import ShowMeUNet
 
 MODEL_INDEX = "model_index.json"
@@ -63,6 +66,8 @@ class ShowMeModel(nn.Module):
         image_projector: Resampler from image-encoder tokens to context tokens.
         scheduler_config: Keyword arguments of diffusers' ``DDIMScheduler`` (noise schedule and
             prediction type the UNet was trained with).
+        sampler_config: The sampler settings stored with the model, or ``None`` when it has
+            none (the pipeline then uses the reference sampler).
 
     """
 
@@ -74,6 +79,7 @@ class ShowMeModel(nn.Module):
         image_encoder: ImageEncoder,
         image_projector: ImageProjector,
         scheduler_config: dict,
+        sampler_config: SamplerConfig | None = None,
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -82,6 +88,7 @@ class ShowMeModel(nn.Module):
         self.image_encoder = image_encoder
         self.image_projector = image_projector
         self.scheduler_config = dict(scheduler_config)
+        self.sampler_config = sampler_config
 
     @classmethod
     def from_config_name(cls, name: str) -> ShowMeModel:
@@ -199,8 +206,9 @@ class ShowMeModel(nn.Module):
     def save_pretrained(self, folder: str | Path) -> None:
         """Write the components, the scheduler config and ``model_index.json`` to ``folder``.
 
-        Adapters injected with :mod:`showme_model.adapters` are written to ``adapters/<role>``
-        and left out of the base weights.
+        The sampler settings are written when the model has them. Adapters injected with
+        :mod:`showme_model.adapters` are written to ``adapters/<role>`` and left out of the base
+        weights.
         """
         from showme_model import adapters
 
@@ -214,6 +222,8 @@ class ShowMeModel(nn.Module):
         self.make_scheduler().save_pretrained(folder / "scheduler")
         index["scheduler"] = ["diffusers", "DDIMScheduler"]
         (folder / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        if self.sampler_config is not None:
+            self.sampler_config.save_pretrained(folder)
         for role in adapters.adapter_roles(self):
             adapters.save_adapter(self, role, folder / ADAPTERS_FOLDER / role)
 
@@ -235,6 +245,7 @@ class ShowMeModel(nn.Module):
 
         Raises:
             ModelFolderError: The folder or one of its components is missing or unreadable.
+            SamplerSettingsError: The folder's ``sampler_config.json`` is unreadable or invalid.
 
         """
         from showme_model import adapters
@@ -248,7 +259,11 @@ class ShowMeModel(nn.Module):
         scheduler_config = dict(
             DDIMScheduler.from_config(json.loads(scheduler_file.read_text())).config
         )
-        model = cls(**components, scheduler_config=scheduler_config)
+        model = cls(
+            **components,
+            scheduler_config=scheduler_config,
+            sampler_config=SamplerConfig.from_pretrained(folder),
+        )
         if load_adapters and (folder / ADAPTERS_FOLDER).is_dir():
             for path in sorted((folder / ADAPTERS_FOLDER).iterdir()):
                 adapters.load_adapter(model, path, path.name)

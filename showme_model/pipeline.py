@@ -1,4 +1,4 @@
-"""``ShowMePipeline``: goal images and rollout videos from one model.
+"""``ShowMePipeline``: goal images and rollouts from one model, called like a diffusers pipeline.
 
 One call encodes the inputs, runs the denoising loop and decodes the frames:
 
@@ -7,6 +7,12 @@ One call encodes the inputs, runs the denoising loop and decodes the frames:
 - ``mode="video"``: a rollout of ``num_frames`` frames. Temporal modules are on, the
   ``manipulation`` and ``prediction`` adapters act, and the concat condition is the source
   image's latent at frame 0 with zeros elsewhere (as ShowMe's inference does).
+
+Sampler settings (``num_inference_steps``, ``guidance_scale``, ``eta``, ``scheduler``,
+``num_frames``, ``frame_stride``) default to ``None``: the call then takes
+:attr:`ShowMePipeline.sampler_config`, the settings stored in the model folder
+(:mod:`showme_model.sampler_config`). Every request is checked by
+:func:`~showme_model.sampler_config.validate_request`.
 
 Classifier-free guidance follows DynamiCrafter: the unconditional branch is the empty prompt with
 the image tokens of an all-zero image and the same concat condition. With
@@ -23,13 +29,26 @@ return. A single ``generator`` is shared by the whole batch in the order of the 
 DynamiCrafter sampler: seeding it like ``torch.manual_seed`` before their ``DDIMSampler``
 reproduces their samples. ``latents`` may be passed to fix the initial noise.
 
-Cancellation: ``callback(step, num_steps, timestep)`` is called after each denoising step;
-returning ``False`` stops the loop at once and ``predict`` raises :class:`PredictionCancelledError`.
+Step callbacks and cancellation: ``callback_on_step_end(pipeline, step, timestep,
+callback_kwargs)`` runs after each denoising step, as in diffusers; it returns
+``callback_kwargs``, whose ``"latents"`` replace the current latents. Setting
+``pipeline._interrupt = True`` in it stops the loop, and the call raises
+:class:`PredictionCancelledError` (diffusers would decode the unfinished latents instead).
+:meth:`ShowMePipeline.predict` keeps the older form ``callback(step, num_steps, timestep)``,
+which cancels by returning ``False``.
+
+Image-embedding cache: image context tokens are kept per image, keyed on a BLAKE2b digest of
+the prepared pixels (with their shape, dtype and the active adapters), in a least-recently-used
+cache of ``image_cache_size`` entries (0 disables it). It pays off when the same image is asked
+about again (candidate instructions, a planner's repeated queries); on a live camera stream every
+frame is new, so the ROS node turns it off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import logging
 import random
 import time
 from collections import OrderedDict
@@ -40,6 +59,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from accelerate import cpu_offload_with_hook
+from accelerate.hooks import UserCpuOffloadHook
 
 from showme_model import adapters as adapter_lib
 from showme_model.model import ShowMeModel
@@ -50,18 +71,30 @@ from showme_model.preprocessing import (
     prepare_image,
     restore_frames,
 )
+from showme_model.sampler_config import (
+    REFERENCE_SAMPLER_CONFIG,
+    SAMPLER_CONFIG_NAME,
+    SamplerConfig,
+    validate_request,
+)
 from showme_model.schedulers import make_scheduler
 
 Mode = Literal["image", "video"]
 StepCallback = Callable[[int, int, int], bool | None]
+StepEndCallback = Callable[
+    ["ShowMePipeline", int, torch.Tensor, dict[str, torch.Tensor]], dict[str, torch.Tensor]
+]
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "showme-metaworld-64"
 DEFAULT_MAX_FRAMES = 16  # DynamiCrafter's training length, used when the model does not say
 MODE_ROLES = {"image": adapter_lib.IMAGE_MODE_ROLES, "video": adapter_lib.VIDEO_MODE_ROLES}
-_CACHE_SIZE = 256
+TEXT_CACHE_SIZE = 256
+DEFAULT_IMAGE_CACHE_SIZE = 256
+
+logger = logging.getLogger(__name__)
 
 
 class PredictionCancelledError(RuntimeError):
-    """The progress callback asked the sampler to stop."""
+    """The step callback asked the sampler to stop."""
 
 
 def default_model_path() -> Path:
@@ -95,29 +128,6 @@ class Prediction:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def check_settings(
-    num_steps: int,
-    guidance_scale: float,
-    image_guidance_scale: float | None,
-    eta: float,
-    num_frames: int,
-    max_frames: int,
-) -> None:
-    """Raise ``ValueError`` for settings the sampler cannot honour."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= 1000:
-        raise ValueError(f"num_steps must be an integer in 1..1000, got {num_steps!r}")
-    scales = {"guidance_scale": guidance_scale, "eta": eta}
-    if image_guidance_scale is not None:
-        scales["image_guidance_scale"] = image_guidance_scale
-    for name, value in scales.items():
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
-    if num_frames > max_frames:
-        raise ValueError(f"num_frames={num_frames} exceeds the {max_frames} this model produces")
-
-
 def _as_list(value: Any, kind: str) -> list:
     if isinstance(value, (str, np.ndarray)) or not isinstance(value, Sequence):
         value = [value]
@@ -143,8 +153,21 @@ def pair_inputs(images: Any, instructions: str | Sequence[str]) -> tuple[list, l
     return images, instructions
 
 
+def image_digest(image: torch.Tensor) -> tuple[str, tuple[int, ...], str]:
+    """Cache key of a prepared image: BLAKE2b digest of its bytes, with its shape and dtype."""
+    array = image.detach().cpu().contiguous().numpy()
+    digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
+    return digest, tuple(array.shape), str(array.dtype)
+
+
 class _Cache(OrderedDict):
-    """A small least-recently-used cache of embeddings."""
+    """A least-recently-used cache of embeddings holding at most ``max_size`` entries."""
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__()
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+            raise ValueError(f"cache size must be an integer >= 0, got {max_size!r}")
+        self.max_size = max_size
 
     def lookup(
         self, keys: list[Hashable], make: Callable[[list[Hashable]], torch.Tensor]
@@ -157,7 +180,7 @@ class _Cache(OrderedDict):
             if key in self:
                 self.move_to_end(key)
         self.update(fresh)
-        while len(self) > _CACHE_SIZE:
+        while len(self) > self.max_size:
             self.popitem(last=False)
         return values
 
@@ -171,15 +194,33 @@ class ShowMePipeline:
 
     Args:
         model: The model, with its adapters injected (see :mod:`showme_model.adapters`).
+        sampler_config: Default sampler settings; the model's stored ones when ``None``, else
+            :data:`~showme_model.sampler_config.REFERENCE_SAMPLER_CONFIG`.
+        image_cache_size: Image embeddings kept between calls (0 disables the cache).
+
+    Attributes:
+        sampler_config: The settings every sampler argument left at ``None`` takes.
 
     """
 
-    def __init__(self, model: ShowMeModel) -> None:
+    model_cpu_offload_seq = "text_encoder->image_encoder->image_projector->vae->unet"
+    _callback_tensor_inputs = ("latents",)
+
+    def __init__(
+        self,
+        model: ShowMeModel,
+        sampler_config: SamplerConfig | None = None,
+        image_cache_size: int = DEFAULT_IMAGE_CACHE_SIZE,
+    ) -> None:
         self.model = model.eval()
-        self._text_cache = _Cache()
-        self._image_cache = _Cache()
+        self.sampler_config = sampler_config or model.sampler_config or REFERENCE_SAMPLER_CONFIG
+        self._text_cache = _Cache(TEXT_CACHE_SIZE)
+        self._image_cache = _Cache(image_cache_size)
         self._roles_present = adapter_lib.adapter_roles(model)
         self._roles_active: tuple[str, ...] | None = None
+        self._offload_hooks: dict[str, UserCpuOffloadHook] = {}
+        self._interrupt = False
+        self._num_timesteps = 0
         self._placement()
 
     @classmethod
@@ -189,19 +230,29 @@ class ShowMePipeline:
         adapters: Sequence[str] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        image_cache_size: int = DEFAULT_IMAGE_CACHE_SIZE,
     ) -> ShowMePipeline:
-        """Load a model folder.
+        """Load a model folder, its adapters and its sampler settings.
 
         Args:
-            model_folder: A folder written by ``ShowMeModel.save_pretrained`` or
-                ``showme-convert``.
+            model_folder: A folder written by :meth:`save_pretrained`,
+                ``ShowMeModel.save_pretrained`` or ``showme-convert``.
             adapters: Roles to load from ``adapters/<role>``; every one present when ``None``.
             device: Where to run (default CPU).
             dtype: Weight dtype (default as stored).
+            image_cache_size: Image embeddings kept between calls (0 disables the cache).
 
         """
         folder = Path(model_folder)
         model = ShowMeModel.from_pretrained(folder, load_adapters=False)
+        if model.sampler_config is None:
+            logger.warning(
+                "%s has no %s; using DynamiCrafter's reference sampler settings (%s). Write the "
+                "settings the model was tuned for with SamplerConfig(...).save_pretrained(folder).",
+                folder,
+                SAMPLER_CONFIG_NAME,
+                REFERENCE_SAMPLER_CONFIG,
+            )
         roles = adapters
         if roles is None:
             adapter_dir = folder / "adapters"
@@ -211,17 +262,79 @@ class ShowMePipeline:
             if not path.is_dir():
                 raise adapter_lib.AdapterError(f"{folder} has no {role!r} adapter ({path})")
             adapter_lib.load_adapter(model, path, role)
-        return cls(model).to(device or "cpu", dtype)
+        return cls(model, image_cache_size=image_cache_size).to(device or "cpu", dtype)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write the model folder: components, adapters and :attr:`sampler_config`."""
+        self.model.save_pretrained(folder)
+        self.sampler_config.save_pretrained(folder)
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> ShowMePipeline:
         """Move the model (and forget cached embeddings); returns ``self``."""
+        if self._offload_hooks and device is not None:
+            raise RuntimeError(
+                "model CPU offload is enabled: the hooks place each component; call "
+                "remove_all_hooks() first, or enable_model_cpu_offload(device=...) to run elsewhere"
+            )
         self.model.to(device=device, dtype=dtype)
         self._text_cache.clear()
         self._image_cache.clear()
         self._placement()
         return self
+
+    def enable_model_cpu_offload(
+        self, gpu_id: int | None = None, device: torch.device | str = "cuda"
+    ) -> None:
+        """Keep every component on the CPU and move it to ``device`` only while it runs.
+
+        As diffusers does, with accelerate's ``cpu_offload_with_hook``: components are chained
+        in :attr:`model_cpu_offload_seq`, each one's hook offloads the previous component when it
+        starts, and every component goes back to the CPU at the end of a call. Peak accelerator
+        memory is about the largest component (the UNet) plus the activations.
+
+        Args:
+            gpu_id: Accelerator index when ``device`` has none (default 0).
+            device: The execution device.
+
+        """
+        execution = torch.device(device)
+        if execution.type != "cpu" and execution.index is None:
+            execution = torch.device(execution.type, gpu_id or 0)
+        if execution.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"cannot offload to {execution}: CUDA is not available here")
+        self.remove_all_hooks()
+        hook = None
+        for name in self.model_cpu_offload_seq.split("->"):
+            component = getattr(self.model, name)
+            if isinstance(component, torch.nn.Module):
+                _, hook = cpu_offload_with_hook(component, execution, prev_module_hook=hook)
+                self._offload_hooks[name] = hook
+        self._text_cache.clear()
+        self._image_cache.clear()
+        self._device = execution
+
+    def remove_all_hooks(self) -> None:
+        """Undo :meth:`enable_model_cpu_offload`: the components stay on the CPU."""
+        for hook in self._offload_hooks.values():
+            hook.remove()
+        self._offload_hooks = {}
+        self._placement()
+
+    def _onload(self, name: str) -> None:
+        """Move a component to the execution device before a call that is not its ``forward``.
+
+        The offload hooks fire on ``forward``; the encoders and the VAE are called through
+        ``encode`` / ``decode``.
+        """
+        hook = self._offload_hooks.get(name)
+        if hook is not None:
+            hook.hook.pre_forward(hook.model)
+
+    def _offload_all(self) -> None:
+        for hook in self._offload_hooks.values():
+            hook.offload()
 
     def _placement(self) -> None:
         # Read once: diffusers' device/dtype properties walk the whole module tree.
@@ -230,7 +343,7 @@ class ShowMePipeline:
 
     @property
     def device(self) -> torch.device:
-        """Device of the UNet."""
+        """Where the pipeline computes: the UNet's device, or the offload execution device."""
         return self._device
 
     @property
@@ -249,6 +362,16 @@ class ShowMePipeline:
         """The longest rollout the model makes."""
         return self.model.image_projector.config.video_length or DEFAULT_MAX_FRAMES
 
+    @property
+    def num_timesteps(self) -> int:
+        """Denoising steps of the current (or last) call."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Whether a step callback asked the current call to stop."""
+        return self._interrupt
+
     def _roles(self, mode: Mode) -> list[str]:
         return [role for role in MODE_ROLES[mode] if role in self._roles_present]
 
@@ -257,9 +380,31 @@ class ShowMePipeline:
             adapter_lib.set_active_adapters(self.model, roles)
             self._roles_active = tuple(roles)
 
+    def _resolve(
+        self, image_guidance_scale: float | None = None, **overrides: Any
+    ) -> SamplerConfig:
+        """:attr:`sampler_config` with the given (non-``None``) settings, validated."""
+        settings = self.sampler_config.resolve(**overrides)
+        validate_request(
+            settings.num_inference_steps,
+            settings.guidance_scale,
+            settings.eta,
+            settings.num_frames,
+            self.max_frames,
+            image_guidance_scale=image_guidance_scale,
+            frame_stride=settings.frame_stride,
+            scheduler=settings.scheduler,
+        )
+        return settings
+
     def encode_text(self, instructions: Sequence[str]) -> torch.Tensor:
         """Text tokens ``(B, L, D)``; each distinct prompt is encoded once and cached."""
-        return torch.stack(self._text_cache.lookup(list(instructions), self.model.encode_text))
+
+        def make(texts: list[Hashable]) -> torch.Tensor:
+            self._onload("text_encoder")
+            return self.model.encode_text(texts).to(self.device)
+
+        return torch.stack(self._text_cache.lookup(list(instructions), make))
 
     @torch.no_grad()
     def encode_image_tokens(self, images: torch.Tensor, roles: Sequence[str]) -> torch.Tensor:
@@ -267,41 +412,43 @@ class ShowMePipeline:
 
         The key includes the active adapter roles: an adapter may act on the image projector.
         """
-        keys: list[Hashable] = [
-            (tuple(roles), image.float().cpu().numpy().tobytes()) for image in images
-        ]
+        keys: list[Hashable] = [(tuple(roles), *image_digest(image)) for image in images]
         by_key = dict(zip(keys, images, strict=True))
 
         def make(missing: list[Hashable]) -> torch.Tensor:
             batch = torch.stack([by_key[key] for key in missing]).to(self.device, self.dtype)
             self._activate(roles)
-            return self.model.encode_image_context(batch)
+            self._onload("image_encoder")
+            return self.model.encode_image_context(batch).to(self.device)
 
         return torch.stack(self._image_cache.lookup(keys, make))
 
     @torch.no_grad()
-    def predict(
+    def __call__(
         self,
         images: Any,
         instructions: str | Sequence[str],
         mode: Mode = "image",
-        num_frames: int = 16,
-        num_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         image_guidance_scale: float | None = None,
-        eta: float = 1.0,
+        eta: float | None = None,
+        num_frames: int | None = None,
         frame_stride: int | None = None,
+        scheduler: str | None = None,
         seed: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        scheduler: str = "ddim",
-        callback: StepCallback | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: Literal["uint8", "float", "latent"] = "uint8",
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         channel_order: ChannelOrder = "rgb",
         resize_mode: ResizeMode = "crop",
         restore_size: bool = False,
-        latents: torch.Tensor | None = None,
-        output_type: Literal["uint8", "float", "latent"] = "uint8",
     ) -> Prediction:
         """Predict goal images (``mode="image"``) or rollouts (``mode="video"``).
+
+        Sampler arguments left at ``None`` take :attr:`sampler_config`.
 
         Args:
             images: One image or a list (see :mod:`showme_model.preprocessing` for the accepted
@@ -309,52 +456,145 @@ class ShowMePipeline:
             instructions: One instruction or a list; one image with several instructions gives
                 one candidate per instruction, equal counts pair up.
             mode: ``"image"`` for a goal image, ``"video"`` for a rollout.
-            num_frames: Rollout length in video mode (ignored in image mode).
-            num_steps: Denoising steps, 1..1000.
+            num_inference_steps: Denoising steps.
             guidance_scale: Text (or, without ``image_guidance_scale``, joint) guidance scale;
                 1 disables guidance.
             image_guidance_scale: Enables two-scale guidance with this image scale.
-            eta: DDIM noise scale (1.0 in the reference sampler); other schedulers ignore it.
-            frame_stride: Frame-stride condition in video mode; the model's default when None.
+            eta: DDIM noise scale; other schedulers ignore it.
+            num_frames: Rollout length in video mode (ignored in image mode).
+            frame_stride: Frame-stride condition in video mode.
+            scheduler: A name from :data:`showme_model.schedulers.SCHEDULERS`.
             seed: Base seed; item ``i`` uses ``seed + i``. Random (and reported) when neither
                 ``seed`` nor ``generator`` is given.
             generator: A generator shared by the batch, or one per item.
-            scheduler: A name from :data:`showme_model.schedulers.SCHEDULERS`.
-            callback: ``callback(step, num_steps, timestep)`` after each step; return ``False``
-                to cancel (raises :class:`PredictionCancelledError`).
+            latents: Initial noise ``(B, C, T, h, w)``; drawn from the generator when None.
+            output_type: ``"uint8"`` frames, ``"float"`` frames in [0, 1], or ``"latent"``.
+            callback_on_step_end: ``f(pipeline, step, timestep, callback_kwargs) -> dict``
+                after each step (see the module docstring).
+            callback_on_step_end_tensor_inputs: Tensors put in ``callback_kwargs``.
             channel_order: ``"rgb"`` or ``"bgr"`` for 3/4-channel inputs.
             resize_mode: ``"crop"`` (centre crop to the model's aspect ratio) or ``"stretch"``.
             restore_size: Resize outputs back to the input region's size (uint8 output only).
-            latents: Initial noise ``(B, C, T, h, w)``; drawn from the generator when None.
-            output_type: ``"uint8"`` frames, ``"float"`` frames in [0, 1], or ``"latent"``.
 
         Returns:
             A :class:`Prediction`.
 
+        Raises:
+            SamplerSettingsError: Settings out of bounds (a ``ValueError``).
+            PredictionCancelledError: A step callback interrupted the call.
+
         """
         if mode not in MODE_ROLES:
             raise ValueError(f"mode must be 'image' or 'video', got {mode!r}")
-        frames = num_frames if mode == "video" else 1
-        check_settings(
-            num_steps, guidance_scale, image_guidance_scale, eta, frames, self.max_frames
+        settings = self._resolve(
+            image_guidance_scale,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            eta=eta,
+            num_frames=num_frames if mode == "video" else 1,
+            frame_stride=frame_stride,
+            scheduler=scheduler,
         )
         if restore_size and output_type != "uint8":
             raise ValueError("restore_size needs output_type='uint8'")
         image_list, texts = pair_inputs(images, instructions)
-        batch = len(texts)
-        generators, seeds = self._generators(seed, generator, batch)
+        generators, seeds = self._generators(seed, generator, len(texts))
+        try:
+            output, seconds = self._predict(
+                image_list,
+                texts,
+                mode,
+                settings,
+                image_guidance_scale,
+                generators,
+                latents,
+                output_type,
+                callback_on_step_end,
+                callback_on_step_end_tensor_inputs,
+                channel_order,
+                resize_mode,
+                restore_size,
+            )
+        finally:
+            self._offload_all()
+        metadata = {
+            "mode": mode,
+            "seeds": seeds,
+            "instructions": texts,
+            **settings.to_dict(),
+            "image_guidance_scale": image_guidance_scale,
+            "adapters": self._roles(mode),
+            "resolution": self.resolution,
+            "seconds": seconds,
+        }
+        return Prediction(output, metadata)
+
+    def predict(
+        self,
+        images: Any,
+        instructions: str | Sequence[str],
+        mode: Mode = "image",
+        num_frames: int | None = None,
+        num_steps: int | None = None,
+        callback: StepCallback | None = None,
+        **kwargs: Any,
+    ) -> Prediction:
+        """Call the pipeline with the earlier names ``num_steps`` and ``callback(step, total, t)``.
+
+        ``callback`` runs after each step; returning ``False`` cancels (raises
+        :class:`PredictionCancelledError`). Every other argument is passed to :meth:`__call__`.
+        """
+        on_step_end = None
+        if callback is not None:
+
+            def on_step_end(
+                pipeline: ShowMePipeline, step: int, timestep: torch.Tensor, tensors: dict
+            ) -> dict:
+                if callback(step, pipeline.num_timesteps, int(timestep)) is False:
+                    pipeline._interrupt = True
+                return tensors
+
+        return self(
+            images,
+            instructions,
+            mode,
+            num_inference_steps=num_steps,
+            num_frames=num_frames,
+            callback_on_step_end=on_step_end,
+            **kwargs,
+        )
+
+    def _predict(
+        self,
+        image_list: list,
+        texts: list[str],
+        mode: Mode,
+        settings: SamplerConfig,
+        image_guidance_scale: float | None,
+        generators: torch.Generator | list[torch.Generator],
+        latents: torch.Tensor | None,
+        output_type: str,
+        callback_on_step_end: StepEndCallback | None,
+        callback_on_step_end_tensor_inputs: Sequence[str],
+        channel_order: ChannelOrder,
+        resize_mode: ResizeMode,
+        restore_size: bool,
+    ) -> tuple[np.ndarray | torch.Tensor, dict[str, float]]:
+        """Encode, denoise and decode; returns the output and the seconds of each phase."""
         roles = self._roles(mode)
         sync = self._synchronize
-
         start = time.perf_counter()
         prepared = [
             prepare_image(img, self.resolution, channel_order, resize_mode) for img in image_list
         ]
         pixels = torch.stack([p[0] for p in prepared])
         geometry: list[InputGeometry] = [p[1] for p in prepared]
-        contexts = self._contexts(pixels, texts, roles, guidance_scale, image_guidance_scale)
+        contexts = self._contexts(
+            pixels, texts, roles, settings.guidance_scale, image_guidance_scale
+        )
+        self._onload("vae")
         first = self.model.encode_latents(pixels.to(self.device, self.dtype)).unsqueeze(2)
-        concat = torch.zeros_like(first).repeat(1, 1, frames, 1, 1)
+        concat = torch.zeros_like(first).repeat(1, 1, settings.num_frames, 1, 1)
         concat[:, :, :1] = first
         sync()
         encoded = time.perf_counter()
@@ -364,15 +604,16 @@ class ShowMePipeline:
             contexts,
             concat,
             temporal=mode == "video",
-            num_steps=num_steps,
-            guidance_scale=guidance_scale,
+            num_inference_steps=settings.num_inference_steps,
+            guidance_scale=settings.guidance_scale,
             image_guidance_scale=image_guidance_scale,
-            eta=eta,
-            frame_stride=frame_stride,
+            eta=settings.eta,
+            frame_stride=settings.frame_stride,
+            scheduler=settings.scheduler,
             generator=generators,
-            scheduler=scheduler,
-            callback=callback,
             latents=latents,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         sync()
         denoised = time.perf_counter()
@@ -380,6 +621,7 @@ class ShowMePipeline:
         if output_type == "latent":
             output: np.ndarray | torch.Tensor = sample
         else:
+            self._onload("vae")
             decoded = self.model.decode_latents(sample).float()
             unit = ((decoded + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 4, 1).cpu()
             output = unit.numpy() if output_type == "float" else _to_uint8(unit)
@@ -388,28 +630,12 @@ class ShowMePipeline:
                     [restore_frames(f, g) for f, g in zip(output, geometry, strict=True)]
                 )
         sync()
-        decoded_at = time.perf_counter()
-
-        metadata = {
-            "mode": mode,
-            "seeds": seeds,
-            "instructions": texts,
-            "num_frames": frames,
-            "num_steps": num_steps,
-            "guidance_scale": guidance_scale,
-            "image_guidance_scale": image_guidance_scale,
-            "eta": eta,
-            "frame_stride": frame_stride,
-            "scheduler": scheduler,
-            "adapters": roles,
-            "resolution": self.resolution,
-            "seconds": {
-                "encode": encoded - start,
-                "denoise": denoised - encoded,
-                "decode": decoded_at - denoised,
-            },
+        seconds = {
+            "encode": encoded - start,
+            "denoise": denoised - encoded,
+            "decode": time.perf_counter() - denoised,
         }
-        return Prediction(output, metadata)
+        return output, seconds
 
     def _contexts(
         self,
@@ -419,54 +645,82 @@ class ShowMePipeline:
         guidance_scale: float,
         image_guidance_scale: float | None,
     ) -> list[torch.Tensor]:
-        """Context tokens of each guidance branch, conditional first."""
-        text = self.encode_text(texts)
-        image = self.encode_image_tokens(pixels, roles)
-        contexts = [torch.cat([text, image], dim=1)]
-        if image_guidance_scale is None and guidance_scale == 1.0:
+        """Context tokens of each guidance branch, conditional first.
+
+        The unconditional branch's empty prompt and all-zero image are encoded in the same
+        batches as the inputs.
+        """
+        guided = image_guidance_scale is not None or guidance_scale != 1.0
+        batch = len(texts)
+        text = self.encode_text([*texts, ""] if guided else texts)
+        images = torch.cat([pixels, torch.zeros_like(pixels[:1])]) if guided else pixels
+        image = self.encode_image_tokens(images, roles)
+        contexts = [torch.cat([text[:batch], image[:batch]], dim=1)]
+        if not guided:
             return contexts
-        empty = self.encode_text([""]).expand_as(text)
-        zero_image = self.encode_image_tokens(torch.zeros_like(pixels[:1]), roles).expand_as(image)
+        empty, zero_image = text[batch:].expand(batch, -1, -1), image[batch:].expand(batch, -1, -1)
         if image_guidance_scale is not None:
-            contexts.append(torch.cat([empty, image], dim=1))
+            contexts.append(torch.cat([empty, image[:batch]], dim=1))
         contexts.append(torch.cat([empty, zero_image], dim=1))
         return contexts
 
+    @torch.no_grad()
     def denoise(
         self,
         contexts: list[torch.Tensor],
         concat: torch.Tensor,
         temporal: bool,
-        num_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         image_guidance_scale: float | None = None,
-        eta: float = 1.0,
+        eta: float | None = None,
         frame_stride: int | None = None,
+        scheduler: str | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        scheduler: str = "ddim",
-        callback: StepCallback | None = None,
         latents: torch.Tensor | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> torch.Tensor:
         """Run the denoising loop on prepared conditions; returns the final latents.
+
+        Sampler arguments left at ``None`` take :attr:`sampler_config`.
 
         Args:
             contexts: ``[cond]``, ``[cond, uncond]`` or, for two-scale guidance,
                 ``[cond, text-free, uncond]`` context tokens, each ``(B, L, D)``.
             concat: ``(B, C, T, h, w)`` concat condition.
             temporal: Video mode (temporal modules on).
-            num_steps: Denoising steps.
+            num_inference_steps: Denoising steps.
             guidance_scale: Text or joint guidance scale.
             image_guidance_scale: Image scale of two-scale guidance.
             eta: DDIM noise scale.
             frame_stride: Frame-stride condition (video mode).
-            generator: Generator(s) for the initial and per-step noise.
             scheduler: Scheduler name.
-            callback: Progress callback; returning ``False`` cancels.
+            generator: Generator(s) for the initial and per-step noise.
             latents: Initial noise; drawn from ``generator`` when None.
+            callback_on_step_end: ``f(pipeline, step, timestep, callback_kwargs) -> dict``.
+            callback_on_step_end_tensor_inputs: Tensors put in ``callback_kwargs``.
 
         """
-        sampler = make_scheduler(scheduler, self.model.scheduler_config)
-        sampler.set_timesteps(num_steps, device=self.device)
+        unknown = sorted(
+            set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        )
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs: {unknown} are not available; "
+                f"choose from {list(self._callback_tensor_inputs)}"
+            )
+        settings = self._resolve(
+            image_guidance_scale,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            eta=eta,
+            num_frames=concat.shape[2],
+            frame_stride=frame_stride,
+            scheduler=scheduler,
+        )
+        sampler = make_scheduler(settings.scheduler, self.model.scheduler_config)
+        sampler.set_timesteps(settings.num_inference_steps, device=self.device)
         dtype = self.dtype
         if latents is None:
             latents = _randn(concat.shape, generator, self.device)
@@ -476,11 +730,15 @@ class ShowMePipeline:
         context = torch.cat(contexts).to(self.device, dtype)
         concat = concat.to(self.device, dtype).repeat(branches, 1, 1, 1, 1)
         stride = None
-        if temporal and frame_stride is not None:
-            stride = torch.full((context.shape[0],), frame_stride, device=self.device)
+        if temporal and settings.frame_stride is not None:
+            stride = torch.full((context.shape[0],), settings.frame_stride, device=self.device)
         accepted = inspect.signature(sampler.step).parameters
-        step_kwargs = {k: v for k, v in (("generator", generator), ("eta", eta)) if k in accepted}
+        step_kwargs = {
+            k: v for k, v in (("generator", generator), ("eta", settings.eta)) if k in accepted
+        }
         timesteps = sampler.timesteps
+        self._num_timesteps = len(timesteps)
+        self._interrupt = False
         for index, t in enumerate(timesteps):
             scaled = sampler.scale_model_input(latents, t).to(dtype).repeat(branches, 1, 1, 1, 1)
             output = self.model.unet(
@@ -490,9 +748,19 @@ class ShowMePipeline:
                 frame_stride=stride,
                 temporal=temporal,
             )
-            guided = _guide(output.float().chunk(branches), guidance_scale, image_guidance_scale)
+            guided = _guide(
+                output.float().chunk(branches), settings.guidance_scale, image_guidance_scale
+            )
             latents = sampler.step(guided, t, latents, **step_kwargs).prev_sample
-            if callback is not None and callback(index, len(timesteps), int(t)) is False:
+            if callback_on_step_end is not None:
+                tensors = {"latents": latents}
+                callback_kwargs = {
+                    name: tensors[name] for name in callback_on_step_end_tensor_inputs
+                }
+                latents = callback_on_step_end(self, index, t, callback_kwargs).pop(
+                    "latents", latents
+                )
+            if self._interrupt:
                 raise PredictionCancelledError(
                     f"cancelled after step {index + 1} of {len(timesteps)}"
                 )

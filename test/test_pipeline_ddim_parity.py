@@ -72,7 +72,7 @@ def test_ddim_eta1_reproduces_the_original_sampler(reference):
         [cond, uncond],
         data["concat"],
         temporal=True,
-        num_steps=meta["num_steps"],
+        num_inference_steps=meta["num_steps"],
         guidance_scale=meta["guidance_scale"],
         eta=meta["eta"],
         frame_stride=meta["frame_stride"],
