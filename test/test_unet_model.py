@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -7,6 +10,7 @@ from showme_model.unet import ShowMeUNet
 from showme_model.unet_blocks import DualCrossAttention
 
 TEXT = 77
+UPSTREAM_FLOPS = Path(__file__).parent / "fixtures" / "unet_flops" / "flops.json"
 
 
 def _random_tiny(**overrides) -> ShowMeUNet:
@@ -26,12 +30,12 @@ def _inputs(frames: int, image_tokens: int = 16, batch: int = 1):
     return sample, context
 
 
-def _meta_flops(model: ShowMeUNet, frames: int, temporal: bool) -> float:
+def _meta_flops(model: ShowMeUNet, frames: int, temporal: bool) -> int:
     sample = torch.zeros(1, 8, frames, 32, 32, device="meta")
     context = torch.zeros(1, TEXT + 256, 1024, device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(sample, torch.tensor([500], device="meta"), context, temporal=temporal)
-    return counter.get_total_flops() / 1e12
+    return counter.get_total_flops()
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +57,32 @@ def test_512_and_1024_only_drop_the_learnable_image_weight(meta_256):
         assert sum(p.numel() for p in model.parameters()) == n_256 - len(dual)
 
 
-def test_dynamicrafter_256_flops_per_forward(meta_256):
+def test_flop_counter_counts_two_flops_per_multiply_add():
+    """The convention behind every FLOP figure, on layers counted by hand."""
+    linear, conv = torch.nn.Linear(8, 16), torch.nn.Conv2d(4, 6, 3, padding=1)
+    # batch 1, 2 heads, 5 tokens, head dim 8; on the meta device, as the UNet figures are counted
+    q = k = v = torch.zeros(1, 2, 5, 8, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        linear(torch.zeros(3, 8))
+    assert counter.get_total_flops() == 2 * 3 * 8 * 16  # 3 rows x 8 x 16 multiply-adds
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        conv(torch.zeros(1, 4, 10, 10))
+    assert counter.get_total_flops() == 2 * (10 * 10) * 6 * (4 * 3 * 3)  # per output: 4x3x3 MACs
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert counter.get_total_flops() == 2 * (2 * 2 * 5 * 5 * 8)  # Q K^T and A V: h*s*s*d each
+
+
+def test_dynamicrafter_256_flops_equal_the_original_unets(meta_256):
+    """Counts of the original UNet (test/fixtures/unet_flops, made by scripts/fixtures)."""
     torch.set_num_threads(1)
-    assert _meta_flops(meta_256, 16, temporal=True) == pytest.approx(4.90, abs=0.005)
-    assert _meta_flops(meta_256, 1, temporal=True) == pytest.approx(0.32, abs=0.005)
-    assert _meta_flops(meta_256, 1, temporal=False) < 0.32
+    original = json.loads(UPSTREAM_FLOPS.read_text())["flops_per_forward_by_frames"]
+    assert _meta_flops(meta_256, 16, temporal=True) == original["16"]  # 4.90 TFLOP
+    assert _meta_flops(meta_256, 12, temporal=True) == original["12"]
+    # One frame: the original's einsum lowers the 1-token A V product of temporal attention to
+    # an elementwise multiply, which the counter skips (13.6 MFLOP of 321 GFLOP).
+    assert _meta_flops(meta_256, 1, temporal=True) == pytest.approx(original["1"], rel=1e-4)
+    assert _meta_flops(meta_256, 1, temporal=False) < original["1"]
 
 
 def test_scheduler_presets():
