@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import numpy as np
@@ -5,8 +6,9 @@ import pytest
 
 pytest.importorskip("metaworld")
 
+from training.data.cli import build_parser, seed_list
 from training.data.dataset import ClipDataset
-from training.data.metaworld_gen import generate, load_tasks, split_for_seed
+from training.data.metaworld_gen import generate, layout_jobs, load_tasks, split_for_seed
 
 
 @pytest.mark.slow
@@ -45,3 +47,57 @@ def test_phrasings_for_evaluation_are_separate():
         train, held_out = set(phrasings[task]["train"]), set(phrasings[task]["eval"])
         assert len(train) >= 3 and len(held_out) >= 2 and not train & held_out
     assert {split_for_seed(s) for s in range(200)} == {"train", "val", "test"}
+
+
+def test_layout_jobs_cover_every_scene_of_each_seed_in_the_given_split():
+    scenes, _ = load_tasks()
+    jobs = layout_jobs([3005, 3001], split="test")
+    assert [(job.seed, job.scene.name) for job in jobs] == [
+        (seed, scene.name) for seed in (3005, 3001) for scene in scenes
+    ]
+    assert {job.split for job in jobs} == {"test"}
+    assert [job.index for job in jobs] == list(range(len(jobs)))
+    hashed = layout_jobs(range(40))
+    assert {job.split for job in hashed} == {split_for_seed(s) for s in range(40)}
+    with pytest.raises(ValueError, match="split"):
+        layout_jobs([1], split="holdout")
+    with pytest.raises(ValueError, match="repeat"):
+        layout_jobs([1, 1])
+
+
+def test_seed_list_parses_ranges_and_rejects_bad_lists():
+    assert seed_list("3000-3003,4000, 17") == [3000, 3001, 3002, 3003, 4000, 17]
+    for bad in ("3000-2999", "a-b", "1,1", "5-"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            seed_list(bad)
+    args = build_parser().parse_args(
+        ["metaworld", "--layout-seeds", "3000-3001", "--split", "test"]
+    )
+    assert args.layout_seeds == [3000, 3001] and args.split == "test"
+
+
+@pytest.mark.slow
+def test_held_out_layouts_get_evaluation_phrasings_whatever_their_seed_hash(tmp_path):
+    seed = next(s for s in range(3000, 3100) if split_for_seed(s) == "train")
+    summary = generate(
+        tmp_path,
+        None,
+        size=32,
+        frames=4,
+        workers=1,
+        progress=False,
+        layout_seeds=[seed],
+        split="test",
+    )
+    scenes, phrasings = load_tasks()
+    records = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert summary.clips == len(records) > 0
+    assert summary.scenes + sum(summary.failures.values()) == len(scenes)  # each scene tried
+    assert summary.splits == {"test": len(records)}
+    for record in records:
+        assert record["split"] == "test" and record["meta"]["seed"] == seed
+        assert record["meta"]["phrasing_set"] == "eval"
+        assert set(record["alternatives"]) | {record["instruction"]} == set(
+            phrasings[record["meta"]["task"]]["eval"]
+        )
+        assert (tmp_path / record["path"]).is_file()

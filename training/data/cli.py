@@ -9,11 +9,40 @@ import argparse
 from pathlib import Path
 
 
+def seed_list(text: str) -> list[int]:
+    """Parse layout seeds such as ``3000-3099,4000,4005-4009`` (ranges inclusive)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last if dash else first)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad layout seed list {text!r}") from None
+        if high < low:
+            raise argparse.ArgumentTypeError(f"empty seed range {part.strip()!r}")
+        seeds.extend(range(low, high + 1))
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"layout seeds repeat in {text!r}")
+    return seeds
+
+
 def _metaworld(args: argparse.Namespace) -> list[str]:
     from training.data.metaworld_gen import generate
 
+    if args.layout_seeds is not None and args.seed is not None:
+        raise SystemExit("showme-data metaworld: give --seed or --layout-seeds, not both")
+    clips = 2000 if args.clips is None and args.layout_seeds is None else args.clips
     out = Path(args.out or f"data/metaworld{args.size}")
-    summary = generate(out, args.clips, args.size, args.frames, args.workers, args.seed)
+    summary = generate(
+        out,
+        clips,
+        args.size,
+        args.frames,
+        args.workers,
+        args.seed or 0,
+        layout_seeds=args.layout_seeds,
+        split=args.split,
+    )
     return [*summary.lines(), f"manifest: {out / 'manifest.jsonl'}"]
 
 
@@ -55,12 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     mw = sub.add_parser("metaworld", help="generate Meta-World clips with scripted experts")
-    mw.add_argument("--clips", type=int, default=2000, help="number of clips (default 2000)")
+    mw.add_argument(
+        "--clips",
+        type=int,
+        default=None,
+        help="number of clips (default 2000; with --layout-seeds: every scene of every seed)",
+    )
     mw.add_argument("--size", type=int, default=64, help="frame side in pixels (64 or 128)")
     mw.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     mw.add_argument("--out", help="output folder (default data/metaworld<size>)")
     mw.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    mw.add_argument("--seed", type=int, default=0, help="first layout seed")
+    mw.add_argument(
+        "--seed", type=int, default=None, help="first layout seed of a contiguous block (default 0)"
+    )
+    mw.add_argument(
+        "--layout-seeds",
+        type=seed_list,
+        default=None,
+        help="exact layout seeds, e.g. 3000-3099,4000: every scene at each",
+    )
+    mw.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        default=None,
+        help="put every clip in this split (val/test get evaluation-only phrasings); "
+        "default: a hash of the layout seed",
+    )
     mw.set_defaults(run=_metaworld)
 
     ss = sub.add_parser("ssv2", help="Something-Something v2 labels + videos -> manifest")

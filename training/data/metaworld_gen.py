@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from training.data.manifest import ClipRecord, format_counts
+from training.data.manifest import SPLITS, ClipRecord, format_counts
 
 TASKS_FILE = Path(__file__).with_name("metaworld_tasks.json")
 MAX_STEPS = 400
@@ -181,11 +182,12 @@ class _View:
 
 @dataclass(frozen=True)
 class Job:
-    """One scene layout to generate."""
+    """One scene layout to generate, and the split its clips go to."""
 
     index: int
     scene: Scene
     seed: int
+    split: str
 
 
 class Generator:
@@ -222,7 +224,7 @@ class Generator:
     def run(self, job: Job) -> tuple[list[ClipRecord], str | None]:
         """Generate the clips of one scene; return them, or none and the reason for failure."""
         qpos, body_pos = self._shared_start(job)
-        split = split_for_seed(job.seed)
+        split = job.split
         rng = np.random.default_rng([job.seed, job.index])
         scene_id = f"{job.scene.name}-{job.seed:06d}"
         clips = []
@@ -316,20 +318,46 @@ class GenerationSummary:
         ]
 
 
+def layout_jobs(layout_seeds: Sequence[int], split: str | None = None) -> list[Job]:
+    """Every scene of ``metaworld_tasks.json`` at each layout seed, in the order given.
+
+    ``split`` puts every clip in that split (so held-out layouts get evaluation-only
+    phrasings); ``None`` splits by seed (:func:`split_for_seed`).
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if len(set(layout_seeds)) != len(layout_seeds):
+        raise ValueError("layout seeds repeat")
+    if any(seed < 0 for seed in layout_seeds):
+        raise ValueError("layout seeds must be non-negative")
+    scenes, _ = load_tasks()
+    return [
+        Job(index, scene, seed, split or split_for_seed(seed))
+        for index, (seed, scene) in enumerate(
+            (seed, scene) for seed in layout_seeds for scene in scenes
+        )
+    ]
+
+
 def generate(
     out: Path,
-    clips: int,
+    clips: int | None,
     size: int = 64,
     frames: int = 16,
     workers: int | None = None,
     base_seed: int = 0,
     progress: bool = True,
+    layout_seeds: Sequence[int] | None = None,
+    split: str | None = None,
 ) -> GenerationSummary:
-    """Generate at least ``clips`` clips into ``out`` and write ``out/manifest.jsonl``.
+    """Generate clips into ``out`` and write ``out/manifest.jsonl``.
 
-    Scenes cycle through ``metaworld_tasks.json``; scene ``j`` uses layout seed
-    ``base_seed + j // len(scenes)``, so the output depends only on the arguments, not on the
-    number of workers. A paired scene gives two clips; a scene whose expert fails is skipped.
+    Without ``layout_seeds``, at least ``clips`` clips: scenes cycle through
+    ``metaworld_tasks.json`` and scene ``j`` uses layout seed ``base_seed + j // len(scenes)``.
+    With ``layout_seeds``, every scene at each of those seeds (at most ``clips`` clips when it
+    is given). ``split`` puts every clip in that split; ``None`` splits by seed. The output
+    depends only on the arguments, not on the number of workers. A paired scene gives two
+    clips; a scene whose expert fails is skipped and counted.
     """
     import multiprocessing as mp
     import time
@@ -339,39 +367,57 @@ def generate(
 
     from training.data.manifest import write_manifest
 
-    if clips < 1 or size < 16 or frames < 2:
+    if layout_seeds is None and (clips is None or base_seed < 0):
+        raise ValueError("give a number of clips from base_seed >= 0, or a list of layout seeds")
+    if (clips is not None and clips < 1) or size < 16 or frames < 2:
         raise ValueError("need clips >= 1, size >= 16 and frames >= 2")
+    fixed_jobs = None if layout_seeds is None else layout_jobs(layout_seeds, split)
+    if fixed_jobs == []:
+        raise ValueError("the list of layout seeds is empty")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     os.environ.setdefault("MUJOCO_GL", "egl")
     scenes, _ = load_tasks()
     workers = workers or os.cpu_count() or 1
+    target = clips if clips is not None else float("inf")
     start = time.perf_counter()
     results: dict[int, list[ClipRecord]] = {}
     failures: Counter[str] = Counter()
     made, next_index = 0, 0
-    bar = tqdm(total=clips, unit="clip", disable=not progress, desc="metaworld")
+    total = clips if fixed_jobs is None else sum(len(job.scene.tasks) for job in fixed_jobs)
+    bar = tqdm(total=min(total, target), unit="clip", disable=not progress, desc="metaworld")
     context = mp.get_context("spawn")
     with context.Pool(workers, _init_worker, (str(out), size, frames)) as pool:
-        while made < clips:
-            per_scene = sum(len(s.tasks) for s in scenes) / len(scenes)
-            count = max(workers, int((clips - made) / per_scene * 1.05) + 1)
-            jobs = [
-                Job(j, scenes[j % len(scenes)], base_seed + j // len(scenes))
-                for j in range(next_index, next_index + count)
-            ]
-            next_index += count
+
+        def run(jobs: list[Job]) -> None:
+            nonlocal made
             # Grouping a scene's jobs keeps each worker on few scenes: fewer envs to build.
-            jobs.sort(key=lambda job: (job.index % len(scenes), job.index))
+            jobs = sorted(jobs, key=lambda job: (job.index % len(scenes), job.index))
             chunk = max(1, min(8, len(jobs) // (4 * workers)))
             for index, records, failure in pool.imap_unordered(_run_job, jobs, chunk):
                 results[index] = records
                 if failure:
                     failures[failure] += 1
                 made += len(records)
-                bar.update(min(len(records), max(0, clips - bar.n)))
+                bar.update(min(len(records), max(0, bar.total - bar.n)))
+
+        if fixed_jobs is not None:
+            run(fixed_jobs)
+        while fixed_jobs is None and made < target:
+            per_scene = sum(len(s.tasks) for s in scenes) / len(scenes)
+            count = max(workers, int((target - made) / per_scene * 1.05) + 1)
+            seeds = [base_seed + j // len(scenes) for j in range(next_index, next_index + count)]
+            run(
+                [
+                    Job(j, scenes[j % len(scenes)], seed, split or split_for_seed(seed))
+                    for j, seed in enumerate(seeds, start=next_index)
+                ]
+            )
+            next_index += count
     bar.close()
     kept: list[ClipRecord] = []
     for index in sorted(results):
-        if len(kept) >= clips:
+        if len(kept) >= target:
             for record in results[index]:
                 (out / record.path).unlink(missing_ok=True)
             continue
