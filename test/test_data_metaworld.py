@@ -8,7 +8,14 @@ pytest.importorskip("metaworld")
 
 from training.data.cli import build_parser, seed_list
 from training.data.dataset import ClipDataset
-from training.data.metaworld_gen import generate, layout_jobs, load_tasks, split_for_seed
+from training.data.metaworld_gen import (
+    NOOP_TASK,
+    generate,
+    layout_jobs,
+    load_tasks,
+    split_for_seed,
+    wants_noop,
+)
 
 
 @pytest.mark.slow
@@ -41,11 +48,13 @@ def test_generator_writes_a_shared_start_pair(tmp_path):
 
 def test_phrasings_for_evaluation_are_separate():
     scenes, phrasings = load_tasks()
-    tasks = {t for s in scenes for t in s.tasks}
+    tasks = {t for s in scenes for t in s.tasks} | {NOOP_TASK}
     assert tasks == set(phrasings)
     for task in tasks:
         train, held_out = set(phrasings[task]["train"]), set(phrasings[task]["eval"])
         assert len(train) >= 3 and len(held_out) >= 2 and not train & held_out
+    every_phrasing = [p for task in tasks for pool in phrasings[task].values() for p in pool]
+    assert len(every_phrasing) == len(set(every_phrasing))  # no phrasing names two tasks
     assert {split_for_seed(s) for s in range(200)} == {"train", "val", "test"}
 
 
@@ -101,3 +110,40 @@ def test_held_out_layouts_get_evaluation_phrasings_whatever_their_seed_hash(tmp_
             phrasings[record["meta"]["task"]]["eval"]
         )
         assert (tmp_path / record["path"]).is_file()
+
+
+def test_noop_layouts_are_a_fixed_share_of_scene_layouts():
+    scenes, _ = load_tasks()
+    draws = [wants_noop(seed, scene, 0.25) for seed in range(200) for scene in scenes]
+    assert 0.2 < np.mean(draws) < 0.3
+    assert draws == [wants_noop(seed, scene, 0.25) for seed in range(200) for scene in scenes]
+    assert not any(wants_noop(seed, scenes[0], 0.0) for seed in range(50))
+    assert all(wants_noop(seed, scenes[0], 1.0) for seed in range(50))
+    assert {job.noop for job in layout_jobs([5], noop_fraction=1.0)} == {True}
+    with pytest.raises(ValueError, match="no-op"):
+        wants_noop(0, scenes[0], 1.5)
+
+
+@pytest.mark.slow
+def test_noop_clip_repeats_the_shared_first_frame(tmp_path):
+    generate(
+        tmp_path,
+        3,
+        size=32,
+        frames=4,
+        workers=1,
+        progress=False,
+        layout_seeds=[3001],
+        split="train",
+        noop_fraction=1.0,
+    )
+    records = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [r["meta"]["task"] for r in records] == ["drawer-open-v3", "drawer-close-v3", NOOP_TASK]
+    noop, action = records[2], records[0]
+    assert noop["meta"]["scene_id"] is None and noop["meta"]["opposite"] is None
+    assert noop["meta"]["start_of"] == action["meta"]["scene_id"]
+    assert noop["instruction"] in load_tasks()[1][NOOP_TASK]["train"]
+    frames = np.load(tmp_path / noop["path"])["frames"]
+    first = np.load(tmp_path / action["path"])["frames"][0]
+    assert frames.shape == (4, 32, 32, 3)
+    assert all(np.array_equal(frame, first) for frame in frames)

@@ -42,6 +42,7 @@ def _metaworld(args: argparse.Namespace) -> list[str]:
         args.seed or 0,
         layout_seeds=args.layout_seeds,
         split=args.split,
+        noop_fraction=args.noop_fraction,
     )
     return [*summary.lines(), f"manifest: {out / 'manifest.jsonl'}"]
 
@@ -109,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="put every clip in this split (val/test get evaluation-only phrasings); "
         "default: a hash of the layout seed",
+    )
+    mw.add_argument(
+        "--noop-fraction",
+        type=float,
+        default=0.0,
+        help="share of scene layouts that also give a no-op clip (a 'do nothing' phrasing, "
+        "the first frame repeated); default 0",
     )
     mw.set_defaults(run=_metaworld)
 

@@ -10,12 +10,16 @@ A clip is a compressed ``.npz``: ``frames`` ``(T, H, W, 3)`` uint8 RGB, ``depth`
 float16 metres, ``steps`` ``(T,)`` the simulator step of each frame. Frames are spread evenly
 from the start to the end of the episode, so the last frame is the true final state (the
 expert runs a few steps past success so that the gripper uncovers the result).
+
+A scene layout can also give a no-op clip (task ``noop``, a "do nothing" phrasing): the
+scene's first frame repeated, so that a model learns that doing nothing keeps the scene.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,8 @@ from training.data.manifest import SPLITS, ClipRecord, format_counts
 
 TASKS_FILE = Path(__file__).with_name("metaworld_tasks.json")
 MAX_STEPS = 400
+NOOP_TASK = "noop"
+NOOP_STREAM = 7  # extra key of the generator that decides which layouts get a no-op clip
 CAMERA = {"lookat": (0.1, 0.75, 0.1), "distance": 1.0, "azimuth": 180.0, "elevation": -30.0}
 
 
@@ -188,6 +194,15 @@ class Job:
     scene: Scene
     seed: int
     split: str
+    noop: bool = False  # also write a no-op clip of this layout
+
+
+def wants_noop(seed: int, scene: Scene, fraction: float) -> bool:
+    """Whether a scene layout gets a no-op clip: a fixed draw per (seed, scene)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"the no-op fraction must lie in [0, 1], got {fraction}")
+    draw = np.random.default_rng([seed, zlib.crc32(scene.name.encode()), NOOP_STREAM]).random()
+    return bool(draw < fraction)
 
 
 class Generator:
@@ -241,6 +256,9 @@ class Generator:
         first_frames = [c[3][0][0] for c in clips]
         if any(not np.array_equal(first_frames[0], f) for f in first_frames[1:]):
             return [], "start_mismatch"
+        if job.noop:
+            start = clips[0][3][0]
+            clips.append((NOOP_TASK, np.zeros(self.frames, int), 0, [start] * self.frames))
         records = []
         for task, steps, success_step, rendered in clips:
             pool = self.phrasings[task]["train" if split == "train" else "eval"]
@@ -253,10 +271,12 @@ class Generator:
                 steps=steps,
             )
             instruction = str(pool[int(rng.integers(len(pool)))])
-            others = [t for t in job.scene.tasks if t != task]
+            others = [t for t in job.scene.tasks if t != task] if task != NOOP_TASK else []
             meta = {
                 "task": task,
-                "scene_id": scene_id,
+                # A no-op clip keeps the scene's start but is no outcome of its tasks.
+                "scene_id": None if task == NOOP_TASK else scene_id,
+                "start_of": scene_id,
                 "seed": job.seed,
                 "opposite": others[0] if others else None,
                 "success_step": success_step,
@@ -303,6 +323,7 @@ class GenerationSummary:
 
     clips: int
     scenes: int
+    noop_clips: int
     splits: dict[str, int]
     failures: dict[str, int]
     seconds: float
@@ -312,17 +333,21 @@ class GenerationSummary:
         splits = format_counts(self.splits)
         failures = format_counts(self.failures)
         return [
-            f"clips written: {self.clips} from {self.scenes} scenes in {self.seconds:.1f} s",
+            f"clips written: {self.clips} from {self.scenes} scenes in {self.seconds:.1f} s"
+            f" ({self.noop_clips} of them no-op clips)",
             f"splits: {splits}",
             f"scenes skipped: {failures}",
         ]
 
 
-def layout_jobs(layout_seeds: Sequence[int], split: str | None = None) -> list[Job]:
+def layout_jobs(
+    layout_seeds: Sequence[int], split: str | None = None, noop_fraction: float = 0.0
+) -> list[Job]:
     """Every scene of ``metaworld_tasks.json`` at each layout seed, in the order given.
 
     ``split`` puts every clip in that split (so held-out layouts get evaluation-only
-    phrasings); ``None`` splits by seed (:func:`split_for_seed`).
+    phrasings); ``None`` splits by seed (:func:`split_for_seed`). About ``noop_fraction`` of
+    the scene layouts also give a no-op clip (:func:`wants_noop`).
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -332,10 +357,8 @@ def layout_jobs(layout_seeds: Sequence[int], split: str | None = None) -> list[J
         raise ValueError("layout seeds must be non-negative")
     scenes, _ = load_tasks()
     return [
-        Job(index, scene, seed, split or split_for_seed(seed))
-        for index, (seed, scene) in enumerate(
-            (seed, scene) for seed in layout_seeds for scene in scenes
-        )
+        Job(i, scene, seed, split or split_for_seed(seed), wants_noop(seed, scene, noop_fraction))
+        for i, (seed, scene) in enumerate((s, c) for s in layout_seeds for c in scenes)
     ]
 
 
@@ -349,13 +372,16 @@ def generate(
     progress: bool = True,
     layout_seeds: Sequence[int] | None = None,
     split: str | None = None,
+    noop_fraction: float = 0.0,
 ) -> GenerationSummary:
     """Generate clips into ``out`` and write ``out/manifest.jsonl``.
 
     Without ``layout_seeds``, at least ``clips`` clips: scenes cycle through
     ``metaworld_tasks.json`` and scene ``j`` uses layout seed ``base_seed + j // len(scenes)``.
     With ``layout_seeds``, every scene at each of those seeds (at most ``clips`` clips when it
-    is given). ``split`` puts every clip in that split; ``None`` splits by seed. The output
+    is given). ``split`` puts every clip in that split; ``None`` splits by seed. About
+    ``noop_fraction`` of the scene layouts also give a no-op clip (counted in ``clips``; task
+    ``noop``, ``scene_id`` null so that swap metrics leave it out). The output
     depends only on the arguments, not on the number of workers. A paired scene gives two
     clips; a scene whose expert fails is skipped and counted.
     """
@@ -371,7 +397,7 @@ def generate(
         raise ValueError("give a number of clips from base_seed >= 0, or a list of layout seeds")
     if (clips is not None and clips < 1) or size < 16 or frames < 2:
         raise ValueError("need clips >= 1, size >= 16 and frames >= 2")
-    fixed_jobs = None if layout_seeds is None else layout_jobs(layout_seeds, split)
+    fixed_jobs = None if layout_seeds is None else layout_jobs(layout_seeds, split, noop_fraction)
     if fixed_jobs == []:
         raise ValueError("the list of layout seeds is empty")
     if split is not None and split not in SPLITS:
@@ -384,7 +410,9 @@ def generate(
     results: dict[int, list[ClipRecord]] = {}
     failures: Counter[str] = Counter()
     made, next_index = 0, 0
-    total = clips if fixed_jobs is None else sum(len(job.scene.tasks) for job in fixed_jobs)
+    total = (
+        clips if fixed_jobs is None else sum(len(job.scene.tasks) + job.noop for job in fixed_jobs)
+    )
     bar = tqdm(total=min(total, target), unit="clip", disable=not progress, desc="metaworld")
     context = mp.get_context("spawn")
     with context.Pool(workers, _init_worker, (str(out), size, frames)) as pool:
@@ -409,7 +437,13 @@ def generate(
             seeds = [base_seed + j // len(scenes) for j in range(next_index, next_index + count)]
             run(
                 [
-                    Job(j, scenes[j % len(scenes)], seed, split or split_for_seed(seed))
+                    Job(
+                        j,
+                        scenes[j % len(scenes)],
+                        seed,
+                        split or split_for_seed(seed),
+                        wants_noop(seed, scenes[j % len(scenes)], noop_fraction),
+                    )
                     for j, seed in enumerate(seeds, start=next_index)
                 ]
             )
@@ -425,7 +459,8 @@ def generate(
     write_manifest(out / "manifest.jsonl", kept)
     summary = GenerationSummary(
         clips=len(kept),
-        scenes=len({r.meta["scene_id"] for r in kept}),
+        scenes=len({r.meta["start_of"] for r in kept}),
+        noop_clips=sum(r.meta["task"] == NOOP_TASK for r in kept),
         splits=dict(Counter(r.split for r in kept)),
         failures=dict(failures),
         seconds=time.perf_counter() - start,
