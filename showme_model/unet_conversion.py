@@ -9,6 +9,10 @@ ShowMe's released LoRA files hold ``<module>.stage{1,2}_lora_<kind>.lora_A`` of 
 ``(in, r)`` and ``lora_B`` of shape ``(r, out)`` with scaling 1; they become peft's
 ``<module>.lora_A[.<adapter>].weight`` ``(r, in)`` and ``lora_B`` ``(out, r)``. Load them with
 ``lora_alpha == r``.
+
+Every key that does not convert is reported under both spellings: the checkpoint's and ours
+(:meth:`ConvertedStateDict.unmatched`). Tensor shapes are checked against the config; a
+mismatch raises :class:`ValueError` naming both keys.
 """
 
 from __future__ import annotations
@@ -54,8 +58,10 @@ class ConvertedStateDict:
     Attributes:
         state_dict: tensors under ShowMeUNet (or peft LoRA) names.
         missing: target keys that the source did not provide.
-        unexpected: source keys that map to nothing in the target.
+        unexpected: source keys (spelled as in the source) without a place in the target.
         ignored: source keys deliberately dropped, each with the reason after ``": "``.
+        counterparts: for a missing key, the name the checkpoint would give it; for an unexpected
+            key, the name it maps to in our layout (absent when it maps to nothing).
 
     """
 
@@ -63,6 +69,24 @@ class ConvertedStateDict:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    counterparts: dict[str, str] = field(default_factory=dict)
+
+    def unmatched(self) -> list[str]:
+        """One line per missing or unexpected key: ``checkpoint name -> our name``."""
+        lines = [
+            f"missing {self.counterparts.get(key, '(no checkpoint name)')} -> {key}"
+            for key in self.missing
+        ]
+        lines += [
+            f"unexpected {key} -> "
+            + (
+                f"{self.counterparts[key]} (not in this config)"
+                if key in self.counterparts
+                else "(no counterpart)"
+            )
+            for key in self.unexpected
+        ]
+        return lines
 
 
 def dynamicrafter_module_map(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
@@ -77,10 +101,10 @@ def dynamicrafter_module_map(config: Mapping[str, Any]) -> dict[str, tuple[str, 
     table: dict[str, tuple[str, str]] = {
         "time_embed.0": ("time_embedding.linear_1", "same"),
         "time_embed.2": ("time_embedding.linear_2", "same"),
-        "fps_embedding.0": ("fs_embedding.linear_1", "same"),
-        "fps_embedding.2": ("fs_embedding.linear_2", "same"),
         "framestride_embed.0": ("fs_embedding.linear_1", "same"),
         "framestride_embed.2": ("fs_embedding.linear_2", "same"),
+        "fps_embedding.0": ("fs_embedding.linear_1", "same"),
+        "fps_embedding.2": ("fs_embedding.linear_2", "same"),
         "input_blocks.0.0": ("conv_in", "same"),
         "init_attn.0": ("transformer_in", "conv1d_transformer"),
         "out.0": ("conv_norm_out", "same"),
@@ -134,15 +158,41 @@ def _resolve(table: Mapping[str, tuple[str, str]], path: str) -> tuple[str, str,
     return None
 
 
-def _unet_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keep the UNet's keys of a full checkpoint (prefix stripped); a bare UNet dict as is."""
+def _source_module(table: Mapping[str, tuple[str, str]], module: str) -> str | None:
+    """Return the checkpoint's path of one of our module paths (inverse of :func:`_resolve`)."""
+    inverse: dict[str, tuple[str, str]] = {}
+    for source, (target, kind) in table.items():
+        inverse.setdefault(target, (source, kind))
+    resolved = _resolve(inverse, module)
+    if resolved is None:
+        return None
+    source, kind, rest = resolved
+    if kind == "resnet":
+        by_target = {ours: theirs for theirs, ours in _RESNET_PARTS.items()}
+        if rest not in by_target:
+            return None
+        rest = by_target[rest]
+    return ".".join(p for p in (source, rest) if p)
+
+
+def _source_key(table: Mapping[str, tuple[str, str]], key: str, prefix: str) -> str | None:
+    module, _, parameter = key.rpartition(".")
+    source = _source_module(table, module)
+    return None if source is None else f"{prefix}{source}.{parameter}"
+
+
+def _unet_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, str], str]:
+    """Map the UNet's keys (prefix stripped) to their spelling in ``state_dict``.
+
+    A full checkpoint's ``model.diffusion_model.*`` keys are kept; a bare UNet dict as is.
+    Returns the map and the prefix the checkpoint uses.
+    """
     if any(key.startswith(UNET_PREFIX) for key in state_dict):
-        return {
-            key.removeprefix(UNET_PREFIX): value
-            for key, value in state_dict.items()
-            if key.startswith(UNET_PREFIX)
+        keys = {
+            key.removeprefix(UNET_PREFIX): key for key in state_dict if key.startswith(UNET_PREFIX)
         }
-    return dict(state_dict)
+        return keys, UNET_PREFIX
+    return {key: key for key in state_dict}, ""
 
 
 def _expected_state(config: Mapping[str, Any]) -> dict[str, torch.Size]:
@@ -162,7 +212,8 @@ def convert_dynamicrafter_unet(
         config: the ShowMeUNet config the weights are for; ``dynamicrafter-256`` when ``None``.
 
     Returns:
-        The converted weights with missing and unexpected keys.
+        The converted weights with missing and unexpected keys (unexpected ones spelled as in
+        ``state_dict``).
 
     Raises:
         ValueError: a tensor's shape does not match the config.
@@ -172,21 +223,27 @@ def convert_dynamicrafter_unet(
     table = dynamicrafter_module_map(config)
     expected = _expected_state(config)
     converted: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for key, value in _unet_keys(state_dict).items():
-        module, _, parameter = key.rpartition(".")
+    result = ConvertedStateDict(converted)
+    keys, prefix = _unet_keys(state_dict)
+    for bare, key in keys.items():
+        value = state_dict[key]
+        module, _, parameter = bare.rpartition(".")
         resolved = _resolve(table, module)
         if resolved is None:
-            unexpected.append(key)
+            result.unexpected.append(key)
             continue
         target, kind, rest = resolved
+        if kind == "resnet" and rest not in _RESNET_PARTS:
+            result.unexpected.append(key)
+            continue
         if kind == "resnet":
-            rest = _RESNET_PARTS.get(rest, f"<unknown {rest}>")
+            rest = _RESNET_PARTS[rest]
         if kind == "conv1d_transformer" and rest in ("proj_in", "proj_out") and value.ndim == 3:
             value = value.squeeze(-1)
         new_key = ".".join(p for p in (target, rest, parameter) if p)
-        if new_key not in expected:
-            unexpected.append(key)
+        if new_key not in expected or new_key in converted:
+            result.unexpected.append(key)
+            result.counterparts[key] = new_key
             continue
         if value.shape != expected[new_key]:
             raise ValueError(
@@ -194,8 +251,62 @@ def convert_dynamicrafter_unet(
                 f"{tuple(expected[new_key])}; is the UNet config right?"
             )
         converted[new_key] = value
-    missing = sorted(set(expected) - set(converted))
-    return ConvertedStateDict(converted, missing=missing, unexpected=unexpected)
+    result.missing = sorted(set(expected) - set(converted))
+    for key in result.missing:
+        source = _source_key(table, key, prefix)
+        if source is not None:
+            result.counterparts[key] = source
+    return result
+
+
+def _release_lora_kind(module: str) -> tuple[str, str] | None:
+    """Split one of our LoRA target modules into its owner (``...attn2``) and release kind."""
+    temporal = module.startswith("transformer_in.") or ".temp_attentions." in module
+    for kind, leaf in _LORA_KINDS.items():
+        owner = module.removesuffix(f".{leaf}")
+        block = owner.rpartition(".")[2]
+        if owner == module:
+            continue
+        if kind.startswith("ff_"):
+            fits = block == "ff"
+        elif kind.startswith("self_attn_"):
+            fits = block == "attn1" or (temporal and block == "attn2")
+        else:
+            fits = block == "attn2" and not temporal
+        if fits:
+            return owner, kind
+    return None
+
+
+def check_lora_shape(key: str, new_key: str, value: torch.Tensor, layer: torch.nn.Module) -> None:
+    """Raise :class:`ValueError` unless ``value`` fits ``layer`` as peft's ``new_key``.
+
+    ``new_key`` names a ``lora_A`` ``(r, in)`` or ``lora_B`` ``(out, r)`` matrix; ``key`` is its
+    name in the source file.
+    """
+    position, size = (1, layer.in_features) if ".lora_A" in new_key else (0, layer.out_features)
+    if value.ndim != 2 or value.shape[position] != size:
+        raise ValueError(
+            f"{key}: shape {tuple(value.shape)} does not fit {new_key}, a LoRA matrix of "
+            f"{type(layer).__name__}({layer.in_features}, {layer.out_features}); "
+            "is the model config right?"
+        )
+
+
+def check_lora_ranks(weights: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> None:
+    """Raise :class:`ValueError` when a module's ``lora_A`` and ``lora_B`` ranks differ.
+
+    ``names`` gives each key's spelling in the source file, for the message.
+    """
+    for key, value in weights.items():
+        if ".lora_A" not in key:
+            continue
+        partner = key.replace(".lora_A", ".lora_B")
+        if partner in weights and weights[partner].shape[1] != value.shape[0]:
+            raise ValueError(
+                f"{names.get(key, key)} has rank {value.shape[0]} but "
+                f"{names.get(partner, partner)} has rank {weights[partner].shape[1]}"
+            )
 
 
 def convert_showme_lora_unet(
@@ -222,6 +333,9 @@ def convert_showme_lora_unet(
     Returns:
         The converted LoRA weights; ``missing`` lists target modules without LoRA weights.
 
+    Raises:
+        ValueError: a matrix does not fit its module in ``config``, or A and B ranks differ.
+
     """
     if stage not in STAGE_ROLES:
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
@@ -233,10 +347,11 @@ def convert_showme_lora_unet(
     temporal = set(lora_target_modules(unet, "prediction")) - targets
     marker = f".stage{stage}_lora_"
     infix = "" if adapter_name is None else f".{adapter_name}"
+    prefix = UNET_PREFIX if any(key.startswith(UNET_PREFIX) for key in state_dict) else ""
 
     converted: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    ignored: list[str] = []
+    names: dict[str, str] = {}
+    result = ConvertedStateDict(converted)
     for key, value in state_dict.items():
         if key.startswith("image_proj_model."):
             continue
@@ -245,18 +360,30 @@ def convert_showme_lora_unet(
         kind, _, matrix = tail.rpartition(".")
         resolved = _resolve(table, owner) if found else None
         if resolved is None or kind not in _LORA_KINDS or matrix not in ("lora_A", "lora_B"):
-            unexpected.append(key)
+            result.unexpected.append(key)
             continue
         target, _, rest = resolved
         module = ".".join(p for p in (target, rest, _LORA_KINDS[kind]) if p)
+        new_key = f"{module}.{matrix}{infix}.weight"
         if module not in targets:
             if module in temporal and kind.startswith("ff_"):
-                ignored.append(f"{key}: temporal feed-forward LoRA never runs in image mode")
+                result.ignored.append(f"{key}: temporal feed-forward LoRA never runs in image mode")
             else:
-                unexpected.append(key)
+                result.unexpected.append(key)
+                result.counterparts[key] = new_key
             continue
-        converted[f"{module}.{matrix}{infix}.weight"] = value.t().contiguous()
+        value = value.t().contiguous()
+        check_lora_shape(key, new_key, value, unet.get_submodule(module))
+        converted[new_key] = value
+        names[new_key] = key
+    check_lora_ranks(converted, names)
 
     expected = {f"{m}.{matrix}{infix}.weight" for m in targets for matrix in ("lora_A", "lora_B")}
-    missing = sorted(expected - set(converted))
-    return ConvertedStateDict(converted, missing=missing, unexpected=unexpected, ignored=ignored)
+    result.missing = sorted(expected - set(converted))
+    for key in result.missing:
+        module, _, matrix = key.removesuffix(f"{infix}.weight").rpartition(".")
+        split = _release_lora_kind(module)
+        source = None if split is None else _source_module(table, split[0])
+        if source is not None:
+            result.counterparts[key] = f"{prefix}{source}.stage{stage}_lora_{split[1]}.{matrix}"
+    return result

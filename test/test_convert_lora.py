@@ -107,3 +107,46 @@ def test_refuses_code_and_mixed_stages(tmp_path, capsys):
     )
     assert main(["lora", str(mixed), str(tmp_path / "b")]) == 1
     assert "exactly one stage" in capsys.readouterr().err
+
+
+def test_shapes_are_checked_against_the_preset(tmp_path, capsys):
+    """A tiny release file does not fit dynamicrafter-256: refused, naming the file's key."""
+    output = tmp_path / "adapter"
+    command = ["lora", str(_release_file(tmp_path)), str(output), "--preset", "dynamicrafter-256"]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert "model.diffusion_model.init_attn" not in err  # stage 1 has no temporal attention LoRA
+    assert "does not fit" in err and ".stage1_lora_" in err and "model.diffusion_model." in err
+    assert not output.exists()
+
+
+def _model_folder(tmp_path: Path, component: str, **changes) -> Path:
+    """A model folder's two configs the LoRA shapes are checked against (weights unused)."""
+    folder = tmp_path / "model"
+    unet = {"_class_name": "ShowMeUNet", **json.loads(UNET_CONFIG.read_text())}
+    projector = {"_class_name": "ImageProjector", **dict(_projector().config)}
+    configs = {"unet": unet, "image_projector": projector}
+    configs[component].update(changes)
+    for name, config in configs.items():
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_shapes_are_checked_against_a_model_folder(tmp_path, capsys):
+    release = str(_release_file(tmp_path))
+    fitting = _model_folder(tmp_path / "a", "unet")
+    assert main(["lora", release, str(tmp_path / "ok"), "--model", str(fitting)]) == 0
+    capsys.readouterr()
+
+    narrow_unet = _model_folder(tmp_path / "b", "unet", cross_attention_dim=16)
+    assert main(["lora", release, str(tmp_path / "x"), "--model", str(narrow_unet)]) == 1
+    err = capsys.readouterr().err
+    assert ".attn2.stage1_lora_cross_attn_" in err and ".lora_A: shape (" in err
+    assert ".attn2.to_k" in err and "does not fit" in err
+
+    other_projector = _model_folder(tmp_path / "c", "image_projector", heads=2)
+    assert main(["lora", release, str(tmp_path / "y"), "--model", str(other_projector)]) == 1
+    err = capsys.readouterr().err
+    assert "image_proj_model.layers.0.0.stage1_lora_cross_attn_" in err and "does not fit" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

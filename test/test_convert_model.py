@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from showme_model import adapters
-from showme_model.convert import main
+from showme_model.convert import ConversionError, main, staged_folder
 from showme_model.model import ShowMeModel
 from test.test_convert_lora import _release_file
 
@@ -63,9 +63,8 @@ def converted(tmp_path_factory) -> tuple[Path, str]:
     checkpoint = folder / "dynamicrafter.ckpt"
     torch.save({"state_dict": state, "epoch": 3}, checkpoint)  # Lightning layout
     loras = [_release_file(folder), PARITY / "stage2_lora.safetensors"]
-    status, out, err = _convert(
-        checkpoint, folder / "model", *(a for path in loras for a in ("--lora", str(path)))
-    )
+    lora_args = [a for path in loras for a in ("--lora", str(path))]
+    status, out, err = _convert(checkpoint, folder / "model", *lora_args, "--allow-unmatched-keys")
     assert status == 0, err
     return folder / "model", out
 
@@ -85,9 +84,10 @@ def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert (actual - expected).abs().max().item() < TOLERANCE
 
 
-def test_report_names_unexpected_and_ignored_keys(converted):
+def test_report_names_allowed_unexpected_and_ignored_keys(converted):
     folder, out = converted
-    assert f"unexpected (unet): {UNEXPECTED_KEY}" in out.splitlines()
+    line = f"allowed: UNet: unexpected model.diffusion_model.{UNEXPECTED_KEY} -> (no counterpart)"
+    assert line in out.splitlines()
     ignored = next(line for line in out.splitlines() if line.startswith("ignored"))
     assert "alphas_cumprod" in ignored
     assert "stage 1 -> manipulation" in out and "stage 2 -> prediction" in out
@@ -104,7 +104,10 @@ def test_report_names_unexpected_and_ignored_keys(converted):
     [
         # The report names the key the converted component lacks.
         ("first_stage_model.decoder.mid.block_1.conv1.weight", "VAE: missing 1 keys"),
-        ("model.diffusion_model.out.2.weight", "UNet: missing 1 keys, e.g. ['conv_out.weight']"),
+        (
+            "model.diffusion_model.out.2.weight",
+            "missing model.diffusion_model.out.2.weight -> conv_out",
+        ),
         ("embedder.model.visual.ln_pre.weight", "image encoder: missing 1 keys, e.g. ['pre_"),
     ],
 )
@@ -161,3 +164,112 @@ def test_converted_unet_matches_dynamicrafter_and_showme(model):
             _close(model.unet(*image, temporal=False), cases["image.output"])
         with adapters.active_adapters(model, ["prediction"]):
             _close(model.unet(*video, frame_stride=stride), cases["video_lora.output"])
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    save_file(state, path)
+    return path
+
+
+def _unet_config_file(folder: Path, **changes) -> Path:
+    config = {**json.loads((PARITY / "unet_config.json").read_text()), **changes}
+    path = folder / "unet_config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "ours"),
+    [
+        # A checkpoint with spatial attention at the first level, for a layout without it.
+        (
+            {"attention_levels": [False, False]},
+            "model.diffusion_model.input_blocks.1.1.proj_in.weight",
+            "(no counterpart)",
+        ),
+        # A checkpoint with learnable image-attention weights, for a config with fixed ones.
+        (
+            {"learnable_image_weight": False},
+            "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.alpha",
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn2.alpha (not in this config)",
+        ),
+    ],
+)
+def test_unexpected_unet_keys_fail_unless_allowed(tmp_path, changes, key, ours):
+    checkpoint = _save(_checkpoint_state(), tmp_path / "checkpoint.safetensors")
+    config = ["--unet-config", str(_unet_config_file(tmp_path, **changes))]
+    status, _, err = _convert(checkpoint, tmp_path / "model", *config)
+    assert status == 1
+    assert f"UNet: unexpected {key} -> {ours}" in err
+    assert "--allow-unmatched-keys" in err
+    assert not (tmp_path / "model").exists()
+
+    status, out, err = _convert(checkpoint, tmp_path / "model", *config, "--allow-unmatched-keys")
+    assert status == 0, err
+    assert f"allowed: UNet: unexpected {key} -> {ours}" in out.splitlines()
+
+
+def test_missing_lora_keys_fail_with_the_release_name(tmp_path):
+    release = load_file(_release_file(tmp_path))
+    dropped = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2"
+    dropped += ".stage1_lora_cross_attn_ip_v.lora_B"
+    del release[dropped]
+    lora = _save(release, tmp_path / "stage1_partial.safetensors")
+    checkpoint = _save(_checkpoint_state(), tmp_path / "checkpoint.safetensors")
+    status, _, err = _convert(checkpoint, tmp_path / "model", "--lora", str(lora))
+    assert status == 1
+    ours = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v_ip.lora_B.weight"
+    assert f"manipulation LoRA: missing {dropped} -> {ours}" in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_truncated_lora_file_leaves_nothing_behind(tmp_path):
+    checkpoint = _save(_checkpoint_state(), tmp_path / "checkpoint.safetensors")
+    whole = _release_file(tmp_path).read_bytes()
+    truncated = tmp_path / "stage1_truncated.safetensors"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    outputs = tmp_path / "models"
+    outputs.mkdir()
+    status, _, err = _convert(checkpoint, outputs / "model", "--lora", str(truncated))
+    assert status == 1
+    assert "stage1_truncated.safetensors" in err
+    assert list(outputs.iterdir()) == []
+
+
+def test_staged_folder_appears_only_when_complete(tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError), staged_folder(target) as folder:
+        (folder / "half-written").write_text("x")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with staged_folder(target) as folder:
+        (folder / "first").write_text("1")
+    assert [p.name for p in target.iterdir()] == ["first"]
+    with pytest.raises(ConversionError, match="--overwrite"), staged_folder(target):
+        pass
+    with staged_folder(target, overwrite=True) as folder:
+        (folder / "second").write_text("2")
+    assert [p.name for p in target.iterdir()] == ["second"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.mark.parametrize("config_source", ["--unet-config", "--model"])
+def test_model_then_lora_commands_give_the_release_outputs(tmp_path, config_source):
+    """``model`` without --lora, then ``lora`` into its folder: adapters bring their settings."""
+    checkpoint = _save(_checkpoint_state(), tmp_path / "checkpoint.safetensors")
+    folder = tmp_path / "model"
+    assert _convert(checkpoint, folder)[0] == 0
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    assert unet_config["image_mode_temporal_convs"] is False  # base DynamiCrafter
+    config = str(PARITY / "unet_config.json") if config_source == "--unet-config" else str(folder)
+    stage2 = PARITY / "stage2_lora.safetensors"
+    for release, role in ((_release_file(tmp_path), "manipulation"), (stage2, "prediction")):
+        output = folder / "adapters" / role
+        assert main(["lora", str(release), str(output), config_source, config]) == 0
+
+    model = ShowMeModel.from_pretrained(folder).eval()
+    cases = load_file(PARITY / "cases.safetensors")
+    image = (cases["image.sample"], cases["image.timestep"], cases["image.context"])
+    with torch.no_grad(), adapters.active_adapters(model, ["manipulation"]):
+        _close(model.unet(*image, temporal=False), cases["image.output"])
+    assert model.unet.config.image_mode_temporal_convs is True

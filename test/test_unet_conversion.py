@@ -52,7 +52,51 @@ def test_missing_and_unexpected_keys_are_reported(original):
     partial[f"{UNET_PREFIX}nonsense.weight"] = torch.zeros(1)
     result = convert_dynamicrafter_unet(partial, unet_config("tiny"))
     assert result.missing == ["down_blocks.0.temp_convs.0.conv4.3.weight"]
-    assert sorted(result.unexpected) == ["input_blocks.1.0.not_a_layer.weight", "nonsense.weight"]
+    assert sorted(result.unexpected) == [
+        f"{UNET_PREFIX}input_blocks.1.0.not_a_layer.weight",
+        f"{UNET_PREFIX}nonsense.weight",
+    ]
+    assert f"missing {dropped} -> down_blocks.0.temp_convs.0.conv4.3.weight" in result.unmatched()
+
+
+def test_every_missing_key_is_named_as_the_checkpoint_spells_it(original):
+    result = convert_dynamicrafter_unet({}, unet_config("tiny"))
+    assert len(result.missing) == len(original)
+    named = {result.counterparts[key] for key in result.missing}
+    assert named == {key.removeprefix(UNET_PREFIX) for key in original}
+
+
+def test_every_missing_lora_key_is_named_as_the_release_spells_it():
+    for stage in (1, 2):
+        release = load_file(FIXTURE / f"stage{stage}_lora.safetensors")
+        used = set(convert_showme_lora_unet(release, stage, unet_config("tiny")).state_dict)
+        result = convert_showme_lora_unet(
+            {f"{UNET_PREFIX}x": torch.zeros(1)}, stage, {**unet_config("tiny")}
+        )
+        assert len(result.missing) == len(used)
+        named = {result.counterparts[key] for key in result.missing}
+        ignored = {k for k in release if "init_attn" in k or ".2.transformer_blocks" in k}
+        expected = set(release) - (ignored if stage == 1 else set())
+        assert named == expected
+
+
+def test_a_duplicate_source_for_one_weight_is_unexpected(original):
+    both = {**original}
+    both.update({k.replace("framestride_embed", "fps_embedding"): v for k, v in original.items()})
+    result = convert_dynamicrafter_unet(both, unet_config("tiny"))
+    assert len(result.unexpected) == 4 and not result.missing
+    assert all(result.counterparts[key].startswith("fs_embedding.") for key in result.unexpected)
+
+
+def test_lora_shapes_and_ranks_are_checked():
+    release = load_file(FIXTURE / "stage2_lora.safetensors")
+    key = f"{UNET_PREFIX}input_blocks.1.1.transformer_blocks.0.attn2.stage2_lora_cross_attn_k"
+    wrong_input = {**release, f"{key}.lora_A": torch.zeros(7, 4)}
+    with pytest.raises(ValueError, match=rf"{key}.lora_A: shape \(4, 7\) does not fit .*attn2"):
+        convert_showme_lora_unet(wrong_input, 2, unet_config("tiny"))
+    wrong_rank = {**release, f"{key}.lora_B": release[f"{key}.lora_B"][:2]}
+    with pytest.raises(ValueError, match=rf"{key}.lora_A has rank 4 but {key}.lora_B has rank 2"):
+        convert_showme_lora_unet(wrong_rank, 2, unet_config("tiny"))
 
 
 def test_wrong_config_raises_a_clear_error(original):
