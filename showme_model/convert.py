@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import sys
 import uuid
@@ -214,8 +215,20 @@ class LoraConversion:
     unmatched: list[str] = field(default_factory=list)
 
 
+def _release_projector_key(key: str, stage: int) -> str:
+    """Name one of our Resampler LoRA weights as the release file does.
+
+    ``layers.0.attn.to_q.lora_A.weight`` -> ``image_proj_model.layers.0.0.stage1_lora_cross_attn_q
+    .lora_A``.
+    """
+    pattern = r"layers\.(\d+)\.attn\.to_(\w)\.lora_(\w)\.weight"
+    layer, projection, matrix = re.fullmatch(pattern, key).groups()
+    name = f"layers.{layer}.0.stage{stage}_lora_cross_attn_{projection}.lora_{matrix}"
+    return f"{PREFIXES['projector']}{name}"
+
+
 def _projector_lora(
-    state: dict[str, torch.Tensor], projector: ImageProjector | None, role: str
+    state: dict[str, torch.Tensor], projector: ImageProjector | None, stage: int
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Convert the Resampler LoRA; check it against ``projector`` when one is given."""
     weights: dict[str, torch.Tensor] = {}
@@ -230,18 +243,19 @@ def _projector_lora(
             continue
         weights[new_key], names[new_key] = weight, source
     check_lora_ranks(weights, names)
-    if projector is None:
-        return weights, unmatched
-    on_projector = adapters.ROLES[role].on_projector
+    on_projector = adapters.ROLES[STAGE_ROLES[stage]].on_projector
+    if on_projector and projector is None:
+        return weights, unmatched  # no model to check them against
     modules = adapters.projector_target_modules(projector) if on_projector else []
     expected = {f"{module}.lora_{matrix}.weight" for module in modules for matrix in "AB"}
     for key in sorted(set(weights) - expected):
-        unmatched.append(f"unexpected {names[key]} -> image_projector.{key} (not in this model)")
+        unmatched.append(f"unexpected {names[key]} -> image_projector.{key} (not in this config)")
         del weights[key]
     for key, weight in weights.items():
         check_lora_shape(names[key], key, weight, projector.get_submodule(key.split(".lora_")[0]))
     unmatched += [
-        f"missing (no file key) -> image_projector.{key}" for key in sorted(expected - set(weights))
+        f"missing {_release_projector_key(key, stage)} -> image_projector.{key}"
+        for key in sorted(expected - set(weights))
     ]
     return weights, unmatched
 
@@ -271,7 +285,7 @@ def convert_lora(
     role = STAGE_ROLES[stage]
     unet = convert_showme_lora_unet(state, stage, unet_config)
     projector_weights, projector_unmatched = _projector_lora(
-        _part(state, PREFIXES["projector"]), projector, role
+        _part(state, PREFIXES["projector"]), projector, stage
     )
     weights = {f"unet.{k}": v for k, v in unet.state_dict.items()}
     weights.update({f"image_projector.{k}": v for k, v in projector_weights.items()})

@@ -209,17 +209,28 @@ def test_unexpected_unet_keys_fail_unless_allowed(tmp_path, changes, key, ours):
     assert f"allowed: UNet: unexpected {key} -> {ours}" in out.splitlines()
 
 
-def test_missing_lora_keys_fail_with_the_release_name(tmp_path):
+@pytest.mark.parametrize(
+    ("dropped", "ours"),
+    [
+        (
+            "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2"
+            ".stage1_lora_cross_attn_ip_v.lora_B",
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v_ip.lora_B.weight",
+        ),
+        (
+            "image_proj_model.layers.1.0.stage1_lora_cross_attn_k.lora_A",
+            "image_projector.layers.1.attn.to_k.lora_A.weight",
+        ),
+    ],
+)
+def test_missing_lora_keys_fail_with_the_release_name(tmp_path, dropped, ours):
     release = load_file(_release_file(tmp_path))
-    dropped = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2"
-    dropped += ".stage1_lora_cross_attn_ip_v.lora_B"
     del release[dropped]
     lora = _save(release, tmp_path / "stage1_partial.safetensors")
     checkpoint = _save(_checkpoint_state(), tmp_path / "checkpoint.safetensors")
     status, _, err = _convert(checkpoint, tmp_path / "model", "--lora", str(lora))
     assert status == 1
-    ours = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v_ip.lora_B.weight"
-    assert f"manipulation LoRA: missing {dropped} -> {ours}" in err
+    assert f"  manipulation LoRA: missing {dropped} -> {ours}" in err.splitlines()
     assert not (tmp_path / "model").exists()
 
 
