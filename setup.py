@@ -37,7 +37,7 @@ setup(
     extras_require={
         "train": ["tensorboard>=2.16", "h5py>=3.10", "rosbags>=0.11.7", "rosbags-image>=0.10.4"],
         "metaworld": ["metaworld>=3.1", "mujoco>=3.3", "gymnasium>=1.0", "packaging>=23"],
-        "dev": ["pytest>=8.0", "ruff>=0.8", "ftfy>=6.1"],
+        "dev": ["pytest>=8.0", "ruff>=0.8", "ftfy>=6.1", "mcap-ros2-support>=0.5"],
     },
     entry_points={
         "console_scripts": [
