@@ -4,7 +4,8 @@ Per sample: encode the frames (frozen VAE), draw noise and a timestep from the s
 generator, apply classifier-free-guidance dropout, predict the noise, and add the mode's reward:
 
 - ``base``: all frames noised; the first frame's latent repeated as the concat condition
-  (DynamiCrafter); temporal modules on.
+  (DynamiCrafter), or for a share ``video_concat`` of the samples video mode's condition
+  (first-frame latent at index 0, zeros elsewhere); temporal modules on.
 - ``stage1``: the target frame noised, the source frame's latent as concat; temporal modules off;
   structure reward on the samples with ``t < threshold``: only their x0 estimates are decoded.
 - ``stage2``: the clip noised; first-frame latent at index 0 and zeros elsewhere as concat;
@@ -43,6 +44,9 @@ class DiffusionObjective(nn.Module):
         structure: Stage-1 reward settings; ``structure_reward`` is its critic (or ``None``).
         motion: Stage-2 reward settings.
         structure_reward: The structure critic, used when ``mode == "stage1"``.
+        video_concat: ``base`` only: the share of samples conditioned as video mode at
+            inference (first-frame latent at index 0, zeros elsewhere) rather than on the
+            repeated first-frame latent; drawn per sample from its own generator.
 
     """
 
@@ -55,8 +59,11 @@ class DiffusionObjective(nn.Module):
         structure: StructureRewardConfig,
         motion: MotionRewardConfig,
         structure_reward: StructureReward | None = None,
+        video_concat: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= video_concat <= 1.0:
+            raise ValueError(f"video_concat must lie in [0, 1], got {video_concat}")
         self.model = model
         self.mode = mode
         self.seed = seed
@@ -64,6 +71,7 @@ class DiffusionObjective(nn.Module):
         self.structure = structure
         self.motion = motion
         self.structure_reward = structure_reward
+        self.video_concat = video_concat if mode == "base" else 0.0
         self.structure_active = mode == "stage1" and structure.enabled
         self.motion_active = mode == "stage2" and motion.enabled
         if self.structure_active and structure_reward is None:
@@ -105,7 +113,7 @@ class DiffusionObjective(nn.Module):
         keep_text, keep_image = self._guidance_dropout(generators, latents.device)
 
         noisy = self._add_noise(latents, noise, timesteps)
-        concat = self._concat(cond_latent, latents.shape[2])
+        concat = self._concat(cond_latent, latents.shape[2], self._video_concat_mask(generators))
         context = self._context(batch["instruction"], source, keep_text, keep_image)
         frame_stride = torch.as_tensor(batch.get("frame_stride", 1), device=latents.device)
         prediction = model.unet(
@@ -173,12 +181,22 @@ class DiffusionObjective(nn.Module):
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1).to(latents.dtype)
         return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents
 
-    def _concat(self, cond_latent: torch.Tensor, frames: int) -> torch.Tensor:
+    def _video_concat_mask(self, generators: list[torch.Generator]) -> torch.Tensor:
+        """Per sample: whether its concat condition is video mode's (always in stage 2)."""
+        if self.mode == "stage2" or self.video_concat == 1.0:
+            return torch.ones(len(generators), dtype=torch.bool)
+        if self.video_concat == 0.0:  # no draw: the generators' streams stay as before
+            return torch.zeros(len(generators), dtype=torch.bool)
+        return torch.cat([torch.rand(1, generator=g) for g in generators]) < self.video_concat
+
+    def _concat(self, cond_latent: torch.Tensor, frames: int, video: torch.Tensor) -> torch.Tensor:
+        """Video mode's condition (index 0, zeros elsewhere) where ``video``, else repeated."""
         cond = cond_latent.unsqueeze(2)
-        if self.mode == "stage2":
-            zeros = torch.zeros_like(cond).expand(-1, -1, frames - 1, -1, -1)
-            return torch.cat([cond, zeros], dim=2)
-        return cond.expand(-1, -1, frames, -1, -1)
+        repeated = cond.expand(-1, -1, frames, -1, -1)
+        first_only = torch.cat(
+            [cond, torch.zeros_like(cond).expand(-1, -1, frames - 1, -1, -1)], dim=2
+        )
+        return torch.where(video.to(cond.device).view(-1, 1, 1, 1, 1), first_only, repeated)
 
     def _context(
         self,
