@@ -5,7 +5,9 @@ Example::
     showme predict --model DIR --image in.png --instruction "open the drawer" \\
         --mode video --out out.mp4
 
-``--out`` takes ``.png`` (goal image; in video mode one PNG per frame), ``.gif`` or ``.mp4``.
+Sampler options left out take the model folder's stored settings (``sampler_config.json``; see
+:mod:`showme_model.sampler_config`). ``--out`` takes ``.png`` (goal image; in video mode one PNG
+per frame), ``.gif`` or ``.mp4``.
 With several ``--instruction`` values, one file per candidate is written, named
 ``<stem>_<i><suffix>``. ``--strip`` also writes input | output frames side by side as a PNG.
 """
@@ -42,15 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--mode", choices=("image", "video"), default="image")
     predict.add_argument("--out", type=Path, required=True, help="output .png, .gif or .mp4")
-    predict.add_argument("--num-frames", type=int, default=16, help="rollout length (video)")
-    predict.add_argument("--steps", type=int, default=50, help="denoising steps (1..1000)")
-    predict.add_argument("--guidance-scale", type=float, default=7.5)
+    stored = " (default: the model's sampler_config.json)"
+    predict.add_argument("--num-frames", type=int, help="rollout length (video)" + stored)
+    predict.add_argument(
+        "--num-inference-steps",
+        "--steps",
+        dest="num_inference_steps",
+        type=int,
+        help="denoising steps" + stored,
+    )
+    predict.add_argument("--guidance-scale", type=float, help="guidance scale" + stored)
     predict.add_argument(
         "--image-guidance-scale", type=float, default=None, help="enables two-scale guidance"
     )
-    predict.add_argument("--eta", type=float, default=1.0, help="DDIM noise scale")
-    predict.add_argument("--frame-stride", type=int, default=None)
-    predict.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddim")
+    predict.add_argument("--eta", type=float, help="DDIM noise scale" + stored)
+    predict.add_argument("--frame-stride", type=int, help="frame-stride condition" + stored)
+    predict.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="sampler" + stored)
     predict.add_argument("--seed", type=int, default=None, help="random when not given")
     predict.add_argument("--resize-mode", choices=("crop", "stretch"), default="crop")
     predict.add_argument(
@@ -88,20 +97,26 @@ def predict(args: argparse.Namespace) -> list[Path]:
         model_folder, device=args.device, dtype=DTYPES[args.dtype]
     )
     image = read_image(args.image)
-    with tqdm(total=args.steps, desc=f"showme {args.mode}", unit="step") as bar:
-        result = pipeline.predict(
+    with tqdm(desc=f"showme {args.mode}", unit="step") as bar:
+
+        def advance(pipe: ShowMePipeline, step: int, timestep: torch.Tensor, tensors: dict) -> dict:
+            bar.total = pipe.num_timesteps
+            bar.update(1)
+            return tensors
+
+        result = pipeline(
             image,
             args.instruction,
             mode=args.mode,
-            num_frames=args.num_frames,
-            num_steps=args.steps,
+            num_inference_steps=args.num_inference_steps,
             guidance_scale=args.guidance_scale,
             image_guidance_scale=args.image_guidance_scale,
             eta=args.eta,
+            num_frames=args.num_frames,
             frame_stride=args.frame_stride,
-            seed=args.seed,
             scheduler=args.scheduler,
-            callback=lambda *_: bar.update(1),
+            seed=args.seed,
+            callback_on_step_end=advance,
             channel_order="bgr",
             resize_mode=args.resize_mode,
             restore_size=args.restore_size,

@@ -10,6 +10,8 @@ import torch
 from showme_model import adapters
 from showme_model.cli import main
 from showme_model.model import ShowMeModel
+from showme_model.pipeline import default_model_path
+from showme_model.sampler_config import SamplerConfig
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +20,7 @@ def model_folder(tmp_path_factory):
     model = ShowMeModel.from_config_name("tiny")
     for role in ("manipulation", "prediction"):
         adapters.add_adapter(model, role, rank=4)
+    model.sampler_config = SamplerConfig(num_inference_steps=2, guidance_scale=1.0, num_frames=3)
     folder = tmp_path_factory.mktemp("model")
     model.save_pretrained(folder)
     return folder
@@ -66,3 +69,50 @@ def test_missing_model_and_bad_settings_exit_with_a_message(image_file, capsys, 
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+def test_default_flags_take_the_models_stored_settings(model_folder, image_file, capsys):
+    out, meta = image_file.with_name("out.gif"), image_file.with_name("meta.json")
+    args = ["predict", "--model", str(model_folder), "--image", str(image_file), "--mode", "video"]
+    assert main([*args, "--instruction", "a", "--out", str(out), "--metadata", str(meta)]) == 0
+    metadata = json.loads(meta.read_text())
+    assert metadata["num_inference_steps"] == 2 and metadata["guidance_scale"] == 1.0
+    assert metadata["num_frames"] == 3 and metadata["scheduler"] == "ddim"
+    assert (
+        main(
+            [
+                *args,
+                "--instruction",
+                "a",
+                "--out",
+                str(out),
+                "--metadata",
+                str(meta),
+                "--num-inference-steps",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(meta.read_text())["num_inference_steps"] == 1
+
+
+def test_shipped_model_runs_with_its_card_settings_by_default(image_file, capsys):
+    out, meta = image_file.with_name("goal.png"), image_file.with_name("meta.json")
+    args = ["predict", "--image", str(image_file), "--instruction", "open the drawer"]
+    assert main([*args, "--mode", "video", "--out", str(out), "--metadata", str(meta)]) == 0
+    metadata = json.loads(meta.read_text())
+    stored = SamplerConfig.from_pretrained(default_model_path())
+    assert stored == SamplerConfig(num_inference_steps=10, guidance_scale=1.0, num_frames=8)
+    assert {key: metadata[key] for key in stored.to_dict()} == stored.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--guidance-scale", "1e6"], "guidance_scale"), (["--steps", "0"], "num_inference_steps")],
+)
+def test_bad_sampler_settings_exit_with_a_message(model_folder, image_file, capsys, flags, message):
+    args = ["predict", "--model", str(model_folder), "--image", str(image_file)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--instruction", "a", "--out", str(image_file.with_name("x.png")), *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -43,7 +43,7 @@ def manifest(tmp_path):
     return tmp_path / "manifest.jsonl"
 
 
-def _rule_predictor(images, instructions):
+def _rule_predictor(images, instructions, seeds):
     """Knows the world's rule: moves the bar the instructed way, as a good model would."""
     out = []
     for image, text in zip(images, instructions, strict=True):
@@ -57,7 +57,7 @@ def _rule_predictor(images, instructions):
     return out
 
 
-def _copy_predictor(images, instructions):
+def _copy_predictor(images, instructions, seeds):
     return [np.repeat(image[None], 8, axis=0) for image in images]
 
 
@@ -94,22 +94,67 @@ def test_video_mode_scores_rollouts_and_motion(manifest, tmp_path):
     assert len(moving["per_sample"]) == 6
 
 
-def test_real_tiny_pipeline_end_to_end(manifest, tmp_path):
-    """The console entry point with a real (tiny, random) model folder instead of a stand-in."""
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny random model folder that stores its own sampler settings."""
     import torch
 
     from showme_model.model import ShowMeModel
+    from showme_model.sampler_config import SamplerConfig
 
     torch.manual_seed(0)
-    ShowMeModel.from_config_name("tiny").save_pretrained(tmp_path / "model")
+    model = ShowMeModel.from_config_name("tiny")
+    model.sampler_config = SamplerConfig(num_inference_steps=2, guidance_scale=2.0, num_frames=4)
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_real_tiny_pipeline_end_to_end_with_the_stored_settings(manifest, tiny_folder, tmp_path):
+    """The console entry point with a real (tiny, random) model folder instead of a stand-in."""
     out = tmp_path / "tiny.json"
-    argv = ["--model", str(tmp_path / "model"), "--manifest", str(manifest), "--out", str(out)]
-    argv += ["--mode", "video", "--num-frames", "4", "--num-steps", "2", "--limit", "2"]
-    assert main(argv) == 0
-    summary = json.loads(out.read_text())["summary"]
+    argv = ["--model", str(tiny_folder), "--manifest", str(manifest), "--out", str(out)]
+    assert main([*argv, "--mode", "video", "--limit", "2"]) == 0
+    results = json.loads(out.read_text())
+    summary = results["summary"]
     assert summary["num_samples"] == 2 and summary["swap_scenes"] == 1
     assert np.isfinite([summary["goal_psnr"], summary["video_ssim"], summary["motion_score"]]).all()
-    assert json.loads(out.read_text())["settings"]["num_frames"] == 4
+    sampler = results["settings"]["sampler"]
+    assert (sampler["num_inference_steps"], sampler["guidance_scale"]) == (2, 2.0)
+    assert sampler["num_frames"] == 4
+    assert main([*argv, "--mode", "video", "--limit", "2", "--num-steps", "1"]) == 0
+    assert json.loads(out.read_text())["settings"]["sampler"]["num_inference_steps"] == 1
+
+
+def test_predictions_do_not_depend_on_the_batch_size(manifest, tiny_folder):
+    from training.evaluate import (
+        build_parser,
+        load_samples,
+        pipeline_predictor,
+        predict_all,
+        sampler_settings,
+    )
+
+    args = build_parser().parse_args(["--model", str(tiny_folder), "--manifest", str(manifest)])
+    predictor = pipeline_predictor(tiny_folder, "image", sampler_settings(args), "cpu")
+    samples, _ = load_samples(manifest, "test", limit=4)
+    one = predict_all(samples, predictor, batch_size=1, seed=3)
+    three = predict_all(samples, predictor, batch_size=3, seed=3)
+    differences = [
+        np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(one, three, strict=True)
+    ]
+    # identical up to float rounding of batched versus single forwards
+    assert max(differences) <= 1, differences
+    reseeded = predict_all(samples, predictor, batch_size=3, seed=4)
+    assert all(
+        np.abs(a.astype(int) - b.astype(int)).max() > 10 for a, b in zip(one, reseeded, strict=True)
+    )
+
+
+def test_bad_sampler_settings_exit_before_reading_clips(manifest, tmp_path):
+    argv = ["--model", "unused", "--manifest", str(manifest), "--out", str(tmp_path / "x.json")]
+    with pytest.raises(SystemExit, match="guidance_scale"):
+        main([*argv, "--guidance-scale", "1e6"], predictor=_copy_predictor)
 
 
 def test_limit_keeps_whole_scenes(manifest, tmp_path):
@@ -122,9 +167,9 @@ def test_limit_keeps_whole_scenes(manifest, tmp_path):
 def test_too_short_rollout_is_refused_before_any_prediction(manifest, tmp_path):
     calls = []
 
-    def predictor(images, instructions):
+    def predictor(images, instructions, seeds):
         calls.append(len(images))
-        return _copy_predictor(images, instructions)
+        return _copy_predictor(images, instructions, seeds)
 
     argv = ["--model", "unused", "--manifest", str(manifest), "--mode", "video"]
     argv += ["--num-frames", "2", "--out", str(tmp_path / "short.json")]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import CLIPConfig, CLIPModel, Dinov2Config, Dinov2Model, PreTrainedTokenizerFast
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from training.evaluate import main
 from training.metrics.features import ClipScorer, DinoScorer
@@ -65,8 +66,26 @@ def test_identical_images_score_one_and_different_ones_less(clip_dir, dino_dir):
     assert clip.clip_i(a, a) == pytest.approx([1.0] * 3, abs=1e-5)
     assert dino.dino_i(a, a) == pytest.approx([1.0] * 3, abs=1e-5)
     assert max(clip.clip_i(a, b)) < 0.9999 and max(dino.dino_i(a, b)) < 0.9999
-    text = clip.clip_t(a, ["slide left", "open the drawer", "right"])
-    assert len(text) == 3 and all(-1.0 <= t <= 1.0 for t in text)
+
+
+def test_clip_t_equals_the_clip_models_own_image_text_similarity(clip_dir):
+    """CLIPModel.forward's logits_per_image / logit_scale is the cosine of every image and text."""
+    rng = np.random.default_rng(5)  # images at the model's input size: only normalised
+    images = [(rng.random((32, 32, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    texts = ["slide left", "open the drawer", "right"]
+    model = CLIPModel.from_pretrained(clip_dir).eval()
+    tokens = PreTrainedTokenizerFast.from_pretrained(clip_dir)(
+        texts, padding=True, return_tensors="pt"
+    )
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        output = model(**tokens, pixel_values=(pixels - mean) / std)
+    cosine = output.logits_per_image / model.logit_scale.exp()
+    expected = cosine.diagonal().tolist()
+    assert max(expected) - min(expected) > 1e-3  # the pairs differ, so a mix-up would show
+    assert ClipScorer(clip_dir).clip_t(images, texts) == pytest.approx(expected, abs=1e-5)
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):

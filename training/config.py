@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, get_args, get_type_hints
 
 import yaml
+
+from showme_model.sampler_config import SamplerConfig
 
 MODES = ("base", "stage1", "stage2")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -102,10 +105,10 @@ class TrainConfig:
     save_every: int = 500
     keep_last: int = 3
     sample_every: int = 0  # optimizer steps between sample strips (0: none)
-    # base: share of samples with video mode's concat condition (first-frame latent at index 0,
-    # zeros elsewhere) instead of the repeated first-frame latent
-    video_concat: float = 0.0
-    sample_steps: int = 25  # denoising steps of a sample
+    sample_steps: int | None = None  # denoising steps of a sample (None: the model's setting)
+    # Sampler settings stored with the exported model (base mode); None keeps the starting
+    # folder's (or none, for a preset).
+    sampler: SamplerConfig | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -121,8 +124,6 @@ class TrainConfig:
         for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "keep_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.video_concat <= 1.0:
-            raise ValueError(f"video_concat must lie in [0, 1], got {self.video_concat}")
         if self.mode == "stage2" and self.data.num_frames < 2:
             raise ValueError("stage2 trains on clips: data.num_frames must be at least 2")
         if self.model.preset is None and self.model.folder is None:
@@ -146,6 +147,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
+        if isinstance(hint, UnionType) and value is not None:  # an optional section
+            hint = next((h for h in get_args(hint) if dataclasses.is_dataclass(h)), hint)
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{where}.{key}".lstrip("."))
         elif isinstance(value, list):

@@ -7,11 +7,16 @@ and its last frame with the true final frame. The copy-the-input-frame baseline 
 measurements. On scenes shared by opposite tasks (same start state, different instructions) the
 instruction-swap accuracy checks that each prediction is closer to its own instruction's outcome
 than to the other's. Results go to a JSON file and a markdown table next to it.
+
+Sampler settings not given on the command line are the model folder's own
+(``sampler_config.json``). Each clip's sampler noise is seeded from ``--seed`` and the clip's id,
+so a clip gets the same prediction whatever the batch size or the other clips evaluated.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import zlib
@@ -24,6 +29,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from showme_model.sampler_config import REFERENCE_SAMPLER_CONFIG, SamplerConfig
 from showme_model.schedulers import SCHEDULERS
 from training.data.clips import ClipError, read_clip
 from training.data.manifest import ClipRecord, read_manifest
@@ -36,8 +42,15 @@ PSNR_CAP_DB = 100.0
 SCENE_KEY = "scene_id"
 PHRASINGS = ("recorded", "train", "eval")
 
-Predictor = Callable[[list[np.ndarray], list[str]], list[np.ndarray]]
-"""Maps first frames (uint8 HxWx3) and instructions to predicted frames (uint8 TxHxWx3 each)."""
+Predictor = Callable[[list[np.ndarray], list[str], list[int]], list[np.ndarray]]
+"""Maps first frames (uint8 HxWx3), instructions and per-clip seeds to predicted frames (uint8
+TxHxWx3 each)."""
+
+
+def clip_seed(seed: int, clip_id: str) -> int:
+    """Sampler seed of one clip: a stable 63-bit hash of the run seed and the clip id."""
+    digest = hashlib.blake2b(f"{seed}/{clip_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 @dataclass
@@ -153,16 +166,20 @@ def _video_scores(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, flo
 
 
 def predict_all(
-    samples: Sequence[EvalSample], predictor: Predictor, batch_size: int
+    samples: Sequence[EvalSample], predictor: Predictor, batch_size: int, seed: int = 0
 ) -> list[np.ndarray]:
-    """Run the predictor over all samples in batches, with a progress bar."""
+    """Run the predictor over all samples in batches (clip ``c`` seeded ``clip_seed(seed, c)``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     predictions: list[np.ndarray] = []
     with tqdm(total=len(samples), desc="predicting", unit="clip") as bar:
         for start in range(0, len(samples), batch_size):
             batch = samples[start : start + batch_size]
-            outputs = predictor([s.first for s in batch], [s.instruction for s in batch])
+            outputs = predictor(
+                [s.first for s in batch],
+                [s.instruction for s in batch],
+                [clip_seed(seed, s.id) for s in batch],
+            )
             if len(outputs) != len(batch):
                 raise RuntimeError(f"predictor returned {len(outputs)} outputs for {len(batch)}")
             for sample, output in zip(batch, outputs, strict=True):
@@ -327,36 +344,49 @@ def results_table(summary: dict[str, object]) -> str:
 
 
 def pipeline_predictor(
-    model: str | Path,
-    mode: str,
-    num_frames: int,
-    num_steps: int,
-    guidance_scale: float,
-    seed: int,
-    device: str,
-    scheduler: str = "ddim",
-    eta: float = 1.0,
+    model: str | Path, mode: str, settings: SamplerConfig, device: str
 ) -> Predictor:
-    """Build a :data:`Predictor` on :class:`showme_model.pipeline.ShowMePipeline`."""
+    """Build a :data:`Predictor` on :class:`showme_model.pipeline.ShowMePipeline`.
+
+    Args:
+        model: The model folder.
+        mode: ``"image"`` or ``"video"``.
+        settings: The sampler settings (``num_frames`` is used in video mode).
+        device: Where to run.
+
+    """
+    import torch
+
     from showme_model.pipeline import ShowMePipeline
 
     pipeline = ShowMePipeline.from_pretrained(model, device=device)
 
-    def predict(images: list[np.ndarray], instructions: list[str]) -> list[np.ndarray]:
-        result = pipeline.predict(
+    def predict(
+        images: list[np.ndarray], instructions: list[str], seeds: list[int]
+    ) -> list[np.ndarray]:
+        result = pipeline(
             images,
             instructions,
             mode=mode,
-            num_frames=num_frames,
-            num_steps=num_steps,
-            guidance_scale=guidance_scale,
-            eta=eta,
-            seed=seed,
-            scheduler=scheduler,
+            generator=[torch.Generator().manual_seed(seed) for seed in seeds],
+            **settings.to_dict(),
         )
         return [np.asarray(frames) for frames in result.frames]
 
     return predict
+
+
+def sampler_settings(args: argparse.Namespace) -> SamplerConfig:
+    """Return the model's stored sampler settings (else the reference) with the options given."""
+    folder = Path(args.model)
+    stored = SamplerConfig.from_pretrained(folder) if folder.is_dir() else None
+    return (stored or REFERENCE_SAMPLER_CONFIG).resolve(
+        num_inference_steps=args.num_steps,
+        guidance_scale=args.guidance_scale,
+        eta=args.eta,
+        scheduler=args.scheduler,
+        num_frames=1 if args.mode == "image" else args.num_frames,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,12 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PHRASINGS,
         help="instructions: as recorded, or rephrased from the train/eval-only phrasing set",
     )
-    parser.add_argument("--num-frames", type=int, default=16, help="rollout length (video)")
-    parser.add_argument("--num-steps", type=int, default=50)
-    parser.add_argument("--guidance-scale", type=float, default=7.5)
-    parser.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
-    parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise scale")
-    parser.add_argument("--seed", type=int, default=0)
+    stored = " (default: the model's sampler_config.json)"
+    parser.add_argument("--num-frames", type=int, help="rollout length (video)" + stored)
+    parser.add_argument("--num-steps", type=int, help="denoising steps" + stored)
+    parser.add_argument("--guidance-scale", type=float, help="guidance scale" + stored)
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="sampler" + stored)
+    parser.add_argument("--eta", type=float, help="DDIM noise scale" + stored)
+    parser.add_argument("--seed", type=int, default=0, help="run seed; each clip's is derived")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip", default=None, help="local CLIP folder: adds CLIP-I and CLIP-T")
@@ -399,7 +430,11 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise SystemExit("--limit must be >= 1")
-    if args.mode == "video" and args.num_frames < SMOOTHNESS_MIN_FRAMES:
+    try:
+        settings = sampler_settings(args)
+    except ValueError as error:
+        raise SystemExit(f"showme-eval: {error}") from error
+    if args.mode == "video" and settings.num_frames < SMOOTHNESS_MIN_FRAMES:
         raise SystemExit(
             f"--num-frames must be >= {SMOOTHNESS_MIN_FRAMES} in video mode: motion smoothness"
             " compares each frame with its two neighbours"
@@ -408,24 +443,14 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
     if not samples:
         raise SystemExit(f"no readable clips in split {args.split!r} (skipped: {skipped})")
     if predictor is None:
-        predictor = pipeline_predictor(
-            args.model,
-            args.mode,
-            1 if args.mode == "image" else args.num_frames,
-            args.num_steps,
-            args.guidance_scale,
-            args.seed,
-            args.device,
-            args.scheduler,
-            args.eta,
-        )
-    predictions = predict_all(samples, predictor, args.batch_size)
+        predictor = pipeline_predictor(args.model, args.mode, settings, args.device)
+    predictions = predict_all(samples, predictor, args.batch_size, args.seed)
     results = evaluate(samples, predictions, args.mode)
     if args.clip or args.dino or args.lpips:
         add_feature_metrics(
             results, samples, predictions, args.clip, args.dino, args.lpips, args.batch_size
         )
-    results["settings"] = {**vars(args), "skipped": skipped}
+    results["settings"] = {**vars(args), "sampler": settings.to_dict(), "skipped": skipped}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -52,6 +52,8 @@ def build_model(config: TrainConfig) -> ShowMeModel:
         if spec.folder
         else ShowMeModel.from_config_name(spec.preset)
     )
+    if config.sampler is not None:
+        model.sampler_config = config.sampler
     if spec.manipulation_adapter and "manipulation" not in adapters.adapter_roles(model):
         adapters.load_adapter(model, spec.manipulation_adapter, "manipulation")
     if config.mode == "base":
@@ -153,7 +155,6 @@ class Trainer:
             config.structure,
             config.motion,
             structure,
-            config.video_concat,
         )
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         optim = config.optim

@@ -27,6 +27,7 @@ from showme_model import presets
 from showme_model.encoders import MINILM_PACKAGE, ConvImageEncoder, SentenceTextEncoder
 from showme_model.model import ShowMeModel
 from showme_model.resampler import ImageProjector
+from showme_model.sampler_config import REFERENCE_SAMPLER_CONFIG, SamplerConfig
 from showme_model.unet import ShowMeUNet
 from training.data.clips import read_clip, resize_center_crop
 from training.data.manifest import read_manifest
@@ -57,7 +58,10 @@ def latent_std(vae: AutoencoderKL, manifest: str | Path, clips: int = 64) -> flo
 
 
 def assemble(config: dict[str, Any], vae: AutoencoderKL, seed: int = 0) -> ShowMeModel:
-    """Build the model: random UNet, image encoder and projector around the given VAE."""
+    """Build the model: random UNet, image encoder and projector around the given VAE.
+
+    The model's sampler settings are the config's ``sampler`` section, else the reference ones.
+    """
     torch.manual_seed(seed)
     text = config["text_encoder"]
     if text["package"] != MINILM_PACKAGE:
@@ -76,7 +80,12 @@ def assemble(config: dict[str, Any], vae: AutoencoderKL, seed: int = 0) -> ShowM
     )
     unet = ShowMeUNet(cross_attention_dim=text_encoder.dim, **config["unet"])
     schedule = presets.scheduler_config(config["preset_schedule"])
-    return ShowMeModel(unet, vae, text_encoder, image_encoder, projector, schedule)
+    sampler = (
+        SamplerConfig.from_dict(config["sampler"], source="sampler section")
+        if "sampler" in config
+        else REFERENCE_SAMPLER_CONFIG
+    )
+    return ShowMeModel(unet, vae, text_encoder, image_encoder, projector, schedule, sampler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     vae.register_to_config(scaling_factor=1.0 / latent_std(vae, args.manifest))
     model = assemble(read_config(args.config), vae, args.seed)
     model.save_pretrained(args.out)
-    print(f"wrote {args.out} (latent scaling factor {vae.config.scaling_factor:.4f})")
+    print(
+        f"wrote {args.out} (latent scaling factor {vae.config.scaling_factor:.4f}; "
+        f"sampler settings {model.sampler_config})"
+    )
     return 0
 
 
