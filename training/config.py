@@ -105,6 +105,9 @@ class TrainConfig:
     save_every: int = 500
     keep_last: int = 3
     sample_every: int = 0  # optimizer steps between sample strips (0: none)
+    # base: share of samples with video mode's concat condition (first-frame latent at index 0,
+    # zeros elsewhere) instead of the repeated first-frame latent
+    video_concat: float = 0.0
     sample_steps: int | None = None  # denoising steps of a sample (None: the model's setting)
     # Sampler settings stored with the exported model (base mode); None keeps the starting
     # folder's (or none, for a preset).
@@ -124,6 +127,8 @@ class TrainConfig:
         for name in ("batch_size", "gradient_accumulation_steps", "max_steps", "keep_last"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.video_concat <= 1.0:
+            raise ValueError(f"video_concat must lie in [0, 1], got {self.video_concat}")
         if self.mode == "stage2" and self.data.num_frames < 2:
             raise ValueError("stage2 trains on clips: data.num_frames must be at least 2")
         if self.model.preset is None and self.model.folder is None:

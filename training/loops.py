@@ -155,6 +155,7 @@ class Trainer:
             config.structure,
             config.motion,
             structure,
+            config.video_concat,
         )
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         optim = config.optim
