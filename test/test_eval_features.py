@@ -100,7 +100,7 @@ def test_eval_cli_adds_feature_metrics(clip_dir, dino_dir, tmp_path):
     np.savez_compressed(tmp_path / "c.npz", frames=frames)
     write_manifest(tmp_path / "m.jsonl", [ClipRecord("c", "c.npz", "slide left", "test")])
 
-    def oracle(images, instructions):
+    def oracle(images, instructions, seeds):
         return [frames[-1:]]
 
     out = tmp_path / "r.json"
