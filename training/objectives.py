@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from torch import nn
 
 from training.config import CfgDropoutConfig, MotionRewardConfig, StructureRewardConfig
@@ -76,10 +77,13 @@ class DiffusionObjective(nn.Module):
         self.motion_active = mode == "stage2" and motion.enabled
         if self.structure_active and structure_reward is None:
             raise ValueError("stage1 with the structure reward enabled needs a StructureReward")
-        scheduler = model.make_scheduler()
-        self.num_train_timesteps = scheduler.config.num_train_timesteps
-        self.prediction_type = scheduler.config.prediction_type
-        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone(), persistent=False)
+        # The forward (noising) process of the model's schedule: add_noise and get_velocity.
+        self.noise_scheduler = DDPMScheduler.from_config(model.scheduler_config)
+        self.num_train_timesteps = self.noise_scheduler.config.num_train_timesteps
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.register_buffer(
+            "alphas_cumprod", self.noise_scheduler.alphas_cumprod.clone(), persistent=False
+        )
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.train()
 
@@ -112,7 +116,7 @@ class DiffusionObjective(nn.Module):
         ).to(latents.device, latents.dtype)
         keep_text, keep_image = self._guidance_dropout(generators, latents.device)
 
-        noisy = self._add_noise(latents, noise, timesteps)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         concat = self._concat(cond_latent, latents.shape[2], self._video_concat_mask(generators))
         context = self._context(batch["instruction"], source, keep_text, keep_image)
         frame_stride = torch.as_tensor(batch.get("frame_stride", 1), device=latents.device)
@@ -126,7 +130,7 @@ class DiffusionObjective(nn.Module):
         target = (
             noise
             if self.prediction_type == "epsilon"
-            else self._velocity(latents, noise, timesteps)
+            else self.noise_scheduler.get_velocity(latents, noise, timesteps)
         )
         mse = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
         losses = {"mse": mse.mean()}
@@ -168,18 +172,6 @@ class DiffusionObjective(nn.Module):
         text_only = (draws >= p.both) & (draws < p.text)
         image_only = (draws >= p.text) & (draws < p.text + p.image - p.both)
         return (~(both | text_only)).to(device), (~(both | image_only)).to(device)
-
-    def _add_noise(
-        self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
-    ) -> torch.Tensor:
-        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1).to(latents.dtype)
-        return alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
-
-    def _velocity(
-        self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
-    ) -> torch.Tensor:
-        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1).to(latents.dtype)
-        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents
 
     def _video_concat_mask(self, generators: list[torch.Generator]) -> torch.Tensor:
         """Per sample: whether its concat condition is video mode's (always in stage 2)."""
