@@ -12,7 +12,8 @@ ROS_SOURCES := CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv action/
 
 setup: $(BUILD_STAMP) $(COLCON_STAMP)
 
-$(ENV_STAMP): requirements/constraints.txt requirements/ros.txt setup.py pyproject.toml scripts/setup_env.sh
+$(ENV_STAMP): requirements/constraints.txt requirements/ros.txt setup.py pyproject.toml package.xml \
+		scripts/setup_env.sh
 	bash scripts/setup_env.sh
 	touch $@
 
