@@ -18,14 +18,20 @@ from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from showme_ros.action import PredictRollout
 from showme_ros.image_conversion import rgb_to_image
+from showme_ros.msg import PredictedRollout
 from showme_ros.srv import Predict
 
+# Calls one client may have in flight without losing an answer (its response queue depth).
+IN_FLIGHT_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE
+)
 TRANSITIONS = {
     "activate": Transition.TRANSITION_ACTIVATE,
     "deactivate": Transition.TRANSITION_DEACTIVATE,
@@ -40,7 +46,7 @@ def make_request(
     **fields: object,
 ) -> Predict.Request:
     """Build a ``Predict`` request (also valid as a ``PredictRollout`` goal's fields)."""
-    mode = Predict.Request.MODE_ROLLOUT if video else Predict.Request.MODE_GOAL_IMAGE
+    mode = PredictedRollout.MODE_ROLLOUT if video else PredictedRollout.MODE_GOAL_IMAGE
     request = Predict.Request(instruction=instruction, **{"mode": mode, **fields})
     if image is not None:
         request.image = rgb_to_image(image, header)
@@ -63,8 +69,18 @@ class ShowMeClient:
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         base = namespace.rstrip("/")
-        self.predict_client = self.node.create_client(Predict, f"{base}/predict")
-        self.action_client = ActionClient(self.node, PredictRollout, f"{base}/predict_rollout")
+        # Deep queues: answers to many calls in flight at once must not overwrite each other.
+        self.predict_client = self.node.create_client(
+            Predict, f"{base}/predict", qos_profile=IN_FLIGHT_QOS
+        )
+        self.action_client = ActionClient(
+            self.node,
+            PredictRollout,
+            f"{base}/predict_rollout",
+            goal_service_qos_profile=IN_FLIGHT_QOS,
+            result_service_qos_profile=IN_FLIGHT_QOS,
+            cancel_service_qos_profile=IN_FLIGHT_QOS,
+        )
         self._change_state = self.node.create_client(ChangeState, f"{base}/predictor/change_state")
         self._get_state = self.node.create_client(GetState, f"{base}/predictor/get_state")
         self._set_parameters = self.node.create_client(

@@ -142,8 +142,19 @@ class Engine:
             max_num_frames=min(settings.max_num_frames, self.max_frames),
         )
 
-    def run(self, job: Job, progress: Progress | None, cancelled: Callable[[], bool]) -> np.ndarray:
-        """Predict ``job``; returns ``(B, T, H, W, 3)`` uint8 frames, one rollout per instruction.
+    def run(
+        self,
+        job: Job,
+        progress: Progress | None,
+        cancelled: Callable[[], bool],
+        region_size: bool = False,
+    ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Predict ``job``: one rollout per instruction, and the region of the image it covers.
+
+        Returns:
+            ``(B, T, h, w, 3)`` uint8 frames, at the model's resolution or, with
+            ``region_size``, at the size of the region of ``job.image`` the model saw; and that
+            region as ``(top, left, height, width)``.
 
         Raises:
             JobCancelledError: ``cancelled()`` became true; checked after every denoising step.
@@ -151,6 +162,7 @@ class Engine:
 
         """
         from showme_model.pipeline import PredictionCancelledError
+        from showme_model.preprocessing import centre_region
 
         def on_step(index: int, total: int, _timestep: int) -> bool:
             if progress is not None:
@@ -170,10 +182,13 @@ class Engine:
                 frame_stride=job.frame_stride,
                 seed=job.seed,
                 callback=on_step,
+                restore_size=region_size,
             )
         except PredictionCancelledError as error:
             raise JobCancelledError(str(error)) from error
-        return np.asarray(result.frames)
+        height, width = job.image.shape[:2]
+        region = centre_region(height, width, self.pipeline.resolution, "crop")
+        return np.asarray(result.frames), region
 
     def warm_up(self, settings: Settings) -> None:
         """Run a one-step goal image and rollout with the served settings.

@@ -11,6 +11,7 @@ malformed message raises :class:`ImageConversionError` with a short, readable me
 from __future__ import annotations
 
 import io
+import struct
 
 import cv2
 import numpy as np
@@ -32,6 +33,7 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 # Codec names a CompressedImage ``format`` may contain (image_transport writes e.g.
 # "bgr8; jpeg compressed bgr8"), mapped to the file format Pillow reports for the data.
 _CODECS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _OTHER_CODECS = ("tiff", "tif", "bmp", "webp", "gif", "jp2", "exr", "hdr", "pnm", "compresseddepth")
 
 
@@ -148,8 +150,11 @@ def is_empty(msg: Image) -> bool:
 
 def _read_header(data: bytes, format_field: str) -> tuple[str, tuple[int, int]]:
     """File format and (width, height) from the header alone; JPEG and PNG only."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":  # IHDR is always first
+        width, height = struct.unpack(">II", data[16:24])
+        return "PNG", (width, height)
     try:
-        with PILImage.open(io.BytesIO(data)) as opened:  # reads the header, decodes nothing
+        with PILImage.open(io.BytesIO(data)) as opened:  # reads the header only
             actual, size = opened.format, opened.size
     except PILImage.DecompressionBombError as error:
         raise ImageConversionError(f"compressed image is far too large: {error}") from error

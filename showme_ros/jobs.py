@@ -52,6 +52,14 @@ class Job:
 
 
 @dataclass(frozen=True)
+class CameraTopics:
+    """Resolved names of the camera subscriptions, for messages about their frames."""
+
+    raw: str
+    compressed: str
+
+
+@dataclass(frozen=True)
 class Frame:
     """The newest camera message, when it arrived (node clock, ns) and its sequence number."""
 
@@ -126,12 +134,12 @@ def build_job(
     request: object,
     latest: LatestInputs,
     settings: Settings,
-    image_topic: str,
+    topics: CameraTopics,
     now_ns: int,
 ) -> Job:
     """Validate a ``Predict`` request (or ``PredictRollout`` goal) into a :class:`Job`.
 
-    An empty image takes the newest camera frame, which must be at most
+    An empty image takes the newest camera frame (from either of ``topics``), which must be at most
     ``settings.max_frame_age`` seconds old; an empty instruction takes the newest one.
 
     Raises:
@@ -164,7 +172,7 @@ def build_job(
     _check_sampler(num_steps, guidance_scale, num_frames, settings)
     seed = _seed(request.seed, len(instructions))
     if is_empty(request.image):
-        image, header = _camera_frame(frame, latest, settings, image_topic, now_ns)
+        image, header = _camera_frame(frame, latest, settings, topics, now_ns)
     else:
         _check_frame_id(request.image.header, settings, "the request's image")
         image = _decode(request.image, settings, "in the request")
@@ -185,10 +193,14 @@ def build_job(
 
 
 def _camera_frame(
-    frame: Frame | None, latest: LatestInputs, settings: Settings, topic: str, now_ns: int
+    frame: Frame | None, latest: LatestInputs, settings: Settings, topics: CameraTopics, now_ns: int
 ) -> tuple[np.ndarray, Header]:
     if frame is None:
-        raise NoInputError(f"no image: the request has none and no frame has arrived on {topic}")
+        raise NoInputError(
+            f"no image: the request has none and no frame has arrived on {topics.raw} or "
+            f"{topics.compressed}"
+        )
+    topic = topics.compressed if isinstance(frame.msg, CompressedImage) else topics.raw
     age = (now_ns - frame.received_ns) / 1e9
     try:
         if settings.max_frame_age > 0 and age > settings.max_frame_age:

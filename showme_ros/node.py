@@ -27,9 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
 import rclpy
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
@@ -45,7 +43,7 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from showme_ros import parameters
+from showme_ros import outputs, parameters
 from showme_ros.action import PredictRollout
 from showme_ros.diagnostics import FrameState, ModelState, ServingStats, report
 from showme_ros.engine import Engine, JobCancelledError, Progress, choose_model
@@ -58,8 +56,7 @@ from showme_ros.errors import (
     StoppedError,
 )
 from showme_ros.executor import ResilientExecutor
-from showme_ros.image_conversion import rgb_to_image
-from showme_ros.jobs import MODE_CODES, Job, LatestInputs, build_job
+from showme_ros.jobs import MODE_CODES, CameraTopics, Job, LatestInputs, build_job
 from showme_ros.msg import ErrorCode, PredictedRollout
 from showme_ros.srv import Predict
 
@@ -67,6 +64,8 @@ NODE_NAME = "predictor"
 # Executor threads beyond the queued requests: the running job, cheap callbacks, lifecycle and
 # parameter services, and continuous mode.
 SPARE_THREADS = 4
+# Depth of the debug image streams: a whole rollout fits.
+PREDICTION_STREAM_DEPTH = 32
 # Longest part of an internal error's text sent to a client; the full text goes to the log.
 MAX_INTERNAL_DETAIL = 200
 
@@ -89,6 +88,8 @@ class PredictorNode(LifecycleNode):
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._goal_publisher = None
         self._rollout_publisher = None
+        self._goal_debug_publisher = None
+        self._rollout_frames_publisher = None
 
         camera_qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
@@ -97,8 +98,9 @@ class PredictorNode(LifecycleNode):
             if self.settings.image_reliability == "reliable"
             else ReliabilityPolicy.BEST_EFFORT,
         )
-        self._image_topic = self.resolve_topic_name("image")
-        self._compressed_topic = self.resolve_topic_name("image/compressed")
+        self._topics = CameraTopics(
+            self.resolve_topic_name("image"), self.resolve_topic_name("image/compressed")
+        )
         self.create_subscription(
             Image, "image", self._on_frame, camera_qos, callback_group=self._input_group
         )
@@ -161,6 +163,13 @@ class PredictorNode(LifecycleNode):
         self._rollout_publisher = self.create_lifecycle_publisher(
             PredictedRollout, "rollout", latched
         )
+        stream = QoSProfile(depth=PREDICTION_STREAM_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+        self._goal_debug_publisher = self.create_lifecycle_publisher(
+            Image, "predictions/goal_image", stream
+        )
+        self._rollout_frames_publisher = self.create_lifecycle_publisher(
+            Image, "predictions/rollout_frames", stream
+        )
         return super().on_configure(state)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -195,10 +204,16 @@ class PredictorNode(LifecycleNode):
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         """Destroy the continuous-mode publishers."""
-        for publisher in (self._goal_publisher, self._rollout_publisher):
+        for publisher in (
+            self._goal_publisher,
+            self._rollout_publisher,
+            self._goal_debug_publisher,
+            self._rollout_frames_publisher,
+        ):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         self._goal_publisher = self._rollout_publisher = None
+        self._goal_debug_publisher = self._rollout_frames_publisher = None
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
@@ -293,7 +308,7 @@ class PredictorNode(LifecycleNode):
             engine = self._check_active()
             settings = engine.resolve(parameters.read(self))
             now = self.get_clock().now().nanoseconds
-            job = build_job(request, self._inputs, settings, self._image_topic, now)
+            job = build_job(request, self._inputs, settings, self._topics, now)
             return self._run(job, settings, progress, cancelled)
         except RequestError as error:
             self.stats.record_failure(error.code)
@@ -333,8 +348,11 @@ class PredictorNode(LifecycleNode):
                     raise StoppedError("stopped by deactivation: no model is loaded")
                 started = time.monotonic()
                 try:
-                    frames = engine.run(
-                        job, progress, lambda: cancelled() or self._stopping.is_set()
+                    frames, region = engine.run(
+                        job,
+                        progress,
+                        lambda: cancelled() or self._stopping.is_set(),
+                        region_size=settings.camera_resolution,
                     )
                 except JobCancelledError as error:
                     if cancelled():
@@ -344,32 +362,33 @@ class PredictorNode(LifecycleNode):
         finally:
             self._slots.release()
         self.stats.record_success(latency)
-        return [
-            self._to_message(job, index, rollout, engine.model_id, latency, settings)
+        default_frames = settings.num_frames
+        predictions = [
+            outputs.to_message(
+                job,
+                index,
+                rollout,
+                region,
+                settings.camera_resolution,
+                outputs.frame_offsets(job, len(rollout), settings.frame_period, default_frames),
+                engine.model_id,
+                latency,
+            )
             for index, rollout in enumerate(frames)
         ]
+        if settings.publish_predictions:
+            self._publish_predictions(predictions)
+        return predictions
 
-    @staticmethod
-    def _to_message(
-        job: Job,
-        index: int,
-        rollout: np.ndarray,
-        model_id: str,
-        latency: float,
-        settings: parameters.Settings,
-    ) -> PredictedRollout:
-        video = job.mode == "video"
-        steps = range(len(rollout)) if video else [settings.num_frames - 1]
-        return PredictedRollout(
-            header=job.header,
-            instruction=job.instructions[index],
-            mode=MODE_CODES[job.mode],
-            frames=[rgb_to_image(frame, job.header) for frame in rollout],
-            frame_offsets=[_duration(k * settings.frame_period) for k in steps],
-            model_id=model_id,
-            seed=job.seed + index,
-            inference_time=latency,
-        )
+    def _publish_predictions(self, predictions: list[PredictedRollout]) -> None:
+        """Show every prediction on the debug image topics (RViz, Foxglove, bags)."""
+        for prediction in predictions:
+            video = prediction.mode == PredictedRollout.MODE_ROLLOUT
+            publisher = self._rollout_frames_publisher if video else self._goal_debug_publisher
+            if publisher is None:
+                continue
+            for frame in prediction.frames:
+                publisher.publish(frame)
 
     # Diagnostics ---------------------------------------------------------------------------
 
@@ -397,11 +416,6 @@ class PredictorNode(LifecycleNode):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
-
-
-def _duration(seconds: float) -> Duration:
-    nanoseconds = round(seconds * 1e9)
-    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
 def main(args: list[str] | None = None) -> int:

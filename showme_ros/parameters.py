@@ -194,6 +194,20 @@ SPECS: tuple[Spec, ...] = (
         bounds=(16, 32768),
     ),
     Spec(
+        "output.camera_resolution",
+        True,
+        "Return predictions at the camera image's resolution: the predicted region (reported "
+        "as crop) resized back into place, the rest of the frame from the conditioning image. "
+        "false: the model's resolution, the crop region only.",
+    ),
+    Spec(
+        "output.publish_predictions",
+        True,
+        "Publish every prediction (service, action and continuous mode) on "
+        "predictions/goal_image and predictions/rollout_frames (frames stamped at the times "
+        "they predict), for RViz, Foxglove and bags.",
+    ),
+    Spec(
         "continuous.enabled",
         False,
         "Predict from the latest frame on every new instruction and publish goal_image and "
@@ -243,6 +257,8 @@ class Settings:
     max_candidates: int
     max_instruction_length: int
     max_image_side: int
+    camera_resolution: bool
+    publish_predictions: bool
     continuous: bool
     continuous_mode: str
     diagnostics_period: float
@@ -318,6 +334,8 @@ def read(node: Node) -> Settings:
         max_candidates=value("limits.max_candidates"),
         max_instruction_length=value("limits.max_instruction_length"),
         max_image_side=value("limits.max_image_side"),
+        camera_resolution=value("output.camera_resolution"),
+        publish_predictions=value("output.publish_predictions"),
         continuous=value("continuous.enabled"),
         continuous_mode=value("continuous.mode"),
         diagnostics_period=value("diagnostics.period"),

@@ -1,5 +1,8 @@
 """Image messages to RGB arrays: every supported encoding, padding, byte order and bad input."""
 
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -169,3 +172,18 @@ def test_rgb_to_image_keeps_header_and_round_trips():
     np.testing.assert_array_equal(image_to_rgb(msg), RGB)
     assert is_empty(Image()) and is_empty(Image(height=0, width=8)) and not is_empty(msg)
     assert not is_empty(Image(height=0, width=0, data=b"\x01"))
+
+
+def test_a_png_header_declaring_a_huge_image_is_refused_by_its_size():
+    info = struct.pack(">IIBBBBB", 16384, 16384, 8, 2, 0, 0, 0)
+    chunk = (
+        struct.pack(">I", len(info))
+        + b"IHDR"
+        + info
+        + struct.pack(">I", zlib.crc32(b"IHDR" + info))
+    )
+    msg = CompressedImage(format="png", data=b"\x89PNG\r\n\x1a\n" + chunk)
+    with pytest.raises(
+        ImageConversionError, match="16384x16384; the largest accepted side is 4096"
+    ):
+        compressed_to_rgb(msg, max_side=4096)

@@ -14,7 +14,6 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from showme_ros.client import ShowMeClient, make_request, to_goal
-from showme_ros.examples.planner import plan
 from showme_ros.image_conversion import image_to_rgb
 from showme_ros.msg import ErrorCode, PredictedRollout
 
@@ -161,24 +160,6 @@ def test_compressed_camera_frames_are_used_too(served):
     assert response.predictions[0].header.frame_id == "compressed_cam"
 
 
-def test_example_planner_picks_the_candidate_whose_goal_matches_the_target(served):
-    client, _, _ = served
-    image = picture(8)
-    candidates = ["open the drawer", "close the drawer", "push the button"]
-    reference = client.predict(
-        make_request(candidates[0], image=image, seed=3, candidates=candidates[1:])
-    )
-    assert reference.success, reference.message
-    target = image_to_rgb(reference.predictions[2].frames[0])
-    chosen = plan(client, image, target, candidates, seed=3)
-    assert chosen.instruction == "push the button"
-    assert (
-        chosen.distances["push the button"]
-        < 1e-6
-        < min(chosen.distances["open the drawer"], chosen.distances["close the drawer"])
-    )
-
-
 def test_action_sends_feedback_every_step_and_copies_the_header(served):
     client, _, _ = served
     steps = []
@@ -323,3 +304,39 @@ def test_a_missing_or_broken_model_fails_activation_with_the_reason(ros, tmp_pat
     finally:
         client.close()
         stop_node(process)
+
+
+def test_predictions_overlay_the_camera_image_and_show_on_the_debug_topics(served):
+    client, _, _ = served
+    stream = QoSProfile(depth=32, reliability=ReliabilityPolicy.RELIABLE)
+    shown: list[Image] = []
+    goals: list[Image] = []
+    client.node.create_subscription(
+        Image, "/showme/predictions/rollout_frames", shown.append, stream
+    )
+    client.node.create_subscription(Image, "/showme/predictions/goal_image", goals.append, stream)
+    image = picture(11)  # 48x64: the model (square) sees the centred 48x48 region
+    request = make_request("open", image=image, header=header(20, "cam"), video=True, seed=3)
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
+    while len(shown) < FRAMES and time.monotonic() < deadline:
+        shown.clear()
+        response = client.predict(request)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and len(shown) < FRAMES:
+            client.executor.spin_once(timeout_sec=0.05)
+    assert response.success, response.message
+    (rollout,) = response.predictions
+    crop = rollout.crop
+    assert (crop.x_offset, crop.y_offset, crop.width, crop.height) == (8, 0, 48, 48)
+    for frame in rollout.frames:
+        rgb = image_to_rgb(frame)
+        assert rgb.shape == image.shape
+        assert (rgb[:, :8] == image[:, :8]).all() and (rgb[:, 56:] == image[:, 56:]).all()
+    stamps = [f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 for f in rollout.frames]
+    assert stamps == pytest.approx([20.000000123 + 0.1 * k for k in range(FRAMES)])
+    assert [bytes(f.data) for f in shown[-FRAMES:]] == [bytes(f.data) for f in rollout.frames]
+    assert client.predict(make_request("open", image=image)).success
+    end = time.monotonic() + DISCOVERY_TIMEOUT_S
+    while not goals and time.monotonic() < end:
+        client.executor.spin_once(timeout_sec=0.05)
+    assert goals and goals[-1].height == 48 and goals[-1].width == 64

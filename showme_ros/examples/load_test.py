@@ -25,6 +25,7 @@ import rclpy
 
 from showme_ros.client import ShowMeClient, make_request
 from showme_ros.launch_command import SOURCE_ROOT, node_command
+from showme_ros.msg import ErrorCode
 
 
 def _client_loop(index: int, seconds: float, outcomes: Counter, latencies: list[float]) -> None:
@@ -42,7 +43,7 @@ def _client_loop(index: int, seconds: float, outcomes: Counter, latencies: list[
             if response.success:
                 outcomes["served"] += 1
                 latencies.append(time.monotonic() - started)
-            elif response.message.startswith("busy"):
+            elif response.error_code.value == ErrorCode.BUSY:
                 outcomes["busy"] += 1
             else:
                 outcomes[f"failed: {response.message}"] += 1
