@@ -13,8 +13,9 @@ one camera topic (``sensor_msgs/Image`` in any encoding ``rosbags-image`` conver
 Times are the bag's receive times. From each segment, 16 camera frames spread evenly from its
 first to its last frame are written to ``clips/<bag>/<segment>.npz`` as ``frames``
 ``(T, H, W, 3)`` uint8 RGB, like the Meta-World generator's clips. Camera messages that cannot
-be read or decoded are skipped and counted by reason; a segment with too few usable frames is
-skipped and counted too.
+be read or decoded are skipped and counted by reason (only the sampled messages are decoded), and
+the frames are spread again over the rest; a segment with too few usable frames is skipped and
+counted too.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ def convert_bag(
     """Write the clips of one bag under ``out/clips`` and return their manifest records."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
+    from tqdm import tqdm
 
     name = _bag_name(bag)
     with AnyReader([bag], default_typestore=get_typestore(Stores.LATEST)) as reader:
@@ -219,8 +221,9 @@ def convert_bag(
         report.camera_messages += len(times)
         report.segments += len(segments)
         records = []
-        for number, segment in enumerate(segments):
-            inside = [i for i, t in enumerate(times) if segment.start_ns <= t < segment.end_ns]
+        for number, segment in enumerate(tqdm(segments, desc=name, unit="segment")):
+            first = bisect.bisect_left(times, segment.start_ns)
+            inside = list(range(first, bisect.bisect_left(times, segment.end_ns)))
             frames = _segment_frames(reader, camera, times, inside, report, size)
             if isinstance(frames, str):
                 report.skipped_segments[frames] += 1
