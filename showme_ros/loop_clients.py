@@ -115,6 +115,18 @@ class RobotClient(_Client):
         """Return the robot's scene, skills and the state of their success criteria."""
         return self._call(self._get_scene, GetScene.Request(), timeout)
 
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Wait until the robot reports a scene (it is active and has reset)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.scene(timeout=5.0).scene:
+                    return True
+            except TimeoutError:
+                pass
+            time.sleep(0.2)
+        return False
+
     def execute(
         self,
         skill: str,

@@ -109,6 +109,13 @@ PLANNER: tuple[Spec, ...] = (
         choices=("psnr", "edges"),
     ),
     Spec(
+        "planning.compare_size",
+        64,
+        "Side in pixels at which goal and previews are compared (centre square crop, resized); "
+        "the world model's resolution.",
+        bounds=(8, 1024),
+    ),
+    Spec(
         "planning.noop_instruction",
         "do nothing",
         "Instruction the world model gets for the candidate 'do-nothing'.",

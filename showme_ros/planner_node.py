@@ -179,7 +179,8 @@ class PlannerNode(LifecycleNode):
             ),
         )
         previews = predictor.previews(start, frame.header, candidates, samples, seed)
-        scores = planning.score_candidates(previews, goal)
+        size = settings["planning.compare_size"]
+        scores = planning.score_candidates(previews, goal, size)
         metric = settings["planning.metric"]
         chosen = planning.choose(scores, metric)
         result.candidates = [planning.join(s.candidate) for s in scores]
@@ -213,9 +214,8 @@ class PlannerNode(LifecycleNode):
         result.achieved = list(outcome.achieved)
         result.outcome_image = outcome.final_image
         result.execution_seconds = time.monotonic() - started
-        height, width = previews[chosen][0].shape[:2]
-        real = planning.model_view(image_to_rgb(outcome.final_image), height, width)
-        result.outcome_psnr, result.outcome_edge_f1 = planning.score([real], goal)
+        real = image_to_rgb(outcome.final_image)
+        result.outcome_psnr, result.outcome_edge_f1 = planning.score([real], goal, size)
         result.message = f"{summary}; executed, skill success {list(result.step_success)}"
 
     def _instructions(self, requested: list[str], noop: str) -> dict[str, str]:

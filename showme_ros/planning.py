@@ -4,9 +4,10 @@ Pure functions (numpy, OpenCV and the model library's metrics): the planner node
 world model's previews, the benchmark and the tests feed them known images.
 
 A candidate is a sequence of skill names (one skill, or two for imagined chaining). Each has K
-previews (the same instructions predicted with K sampler seeds). The goal is seen as the model
-sees its input, the centred crop with the previews' aspect ratio resized to their size, and each
-preview is scored with PSNR (pixels) and the edge-map F1 of
+previews (the same instructions predicted with K sampler seeds). Goal and previews are compared
+as the model sees its input: the centred square crop, resized to the comparison size (the
+model's resolution; a preview returned at the camera's resolution has the prediction in that
+crop). Each preview is scored with PSNR (pixels) and the edge-map F1 of
 :func:`showme_model.metrics.edge_f1` (structure); a candidate's score is the mean over its
 previews, and the best mean wins (ties: the earlier candidate).
 """
@@ -27,6 +28,8 @@ METRICS = ("psnr", "edges")
 # PSNR of identical images is infinite; capped so that a mean over samples stays finite.
 PSNR_CAP_DB = 100.0
 SEPARATOR = ","
+# The shipped model's resolution: goal and previews are compared at this size by default.
+COMPARE_SIZE = 64
 
 Candidate = tuple[str, ...]
 
@@ -66,33 +69,33 @@ def model_view(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(region, (width, height), interpolation=interpolation)
 
 
-def score(previews: Sequence[np.ndarray], goal: np.ndarray) -> tuple[float, float]:
+def score(
+    previews: Sequence[np.ndarray], goal: np.ndarray, size: int = COMPARE_SIZE
+) -> tuple[float, float]:
     """Mean PSNR (dB, capped at ``PSNR_CAP_DB``) and mean edge F1 of ``previews`` against ``goal``.
 
-    The goal is brought to the previews' size with :func:`model_view`.
+    Every image is first brought to the model's view at ``size`` x ``size`` (:func:`model_view`).
 
     Raises:
-        ValueError: No previews, or previews of different sizes.
+        ValueError: No previews.
 
     """
     if not previews:
         raise ValueError("a candidate needs at least one preview")
-    height, width = previews[0].shape[:2]
-    if any(p.shape != previews[0].shape for p in previews):
-        raise ValueError("all previews of a candidate must have the same size")
-    target = model_view(goal, height, width)
-    pixel = [min(psnr(p, target), PSNR_CAP_DB) for p in previews]
-    edges = [edge_f1(p, target) for p in previews]
+    target = model_view(goal, size, size)
+    views = [model_view(p, size, size) for p in previews]
+    pixel = [min(psnr(v, target), PSNR_CAP_DB) for v in views]
+    edges = [edge_f1(v, target) for v in views]
     return float(np.mean(pixel)), float(np.mean(edges))
 
 
 def score_candidates(
-    previews: Mapping[Candidate, Sequence[np.ndarray]], goal: np.ndarray
+    previews: Mapping[Candidate, Sequence[np.ndarray]], goal: np.ndarray, size: int = COMPARE_SIZE
 ) -> list[CandidateScore]:
     """Score every candidate's previews against ``goal``, in the mapping's order."""
     scores = []
     for candidate, images in previews.items():
-        pixel, edges = score(images, goal)
+        pixel, edges = score(images, goal, size)
         scores.append(CandidateScore(candidate, pixel, edges))
     return scores
 

@@ -160,8 +160,8 @@ class SimRobotNode(LifecycleNode):
         scene, seed = self.settings["scene.name"], self.settings["scene.layout_seed"]
         try:
             self._sim.submit(lambda world: world.reset(scene, seed)).result(timeout=300)
-        except (ValueError, TimeoutError) as error:
-            self.get_logger().error(f"activation failed: cannot reset to {scene!r}: {error}")
+        except Exception as error:  # any fault of the simulator: say why, stay inactive
+            self.get_logger().error(f"activation failed: cannot reset to {scene!r}: {error!r}")
             return TransitionCallbackReturn.FAILURE
         self._fovy = self._sim.submit(lambda world: world.vertical_fov()).result(timeout=60)
         self.get_logger().info(

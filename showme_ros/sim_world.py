@@ -23,13 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from training.data.metaworld_gen import CAMERA, MAX_STEPS, Generator, Job, Scene, load_tasks
+from training.data.metaworld_gen import CAMERA, MAX_STEPS, Generator, Scene, load_tasks
 
 NOOP_SKILL = "do-nothing"
 # An object joint that moved less than this (metres or radians) counts as unchanged.
 UNCHANGED_TOLERANCE = 1e-3
 # Step callback: (steps done, info["success"] so far) -> keep going.
 StepCallback = Callable[[int, bool], bool]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A scene at a layout seed: the two fields the generator's shared start reads of a job."""
+
+    scene: Scene
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ class SimWorld:
         if layout_seed < 0:
             raise ValueError(f"layout seed must be >= 0, got {layout_seed}")
         chosen = self.scenes[scene]
-        qpos, body_pos = self._generator._shared_start(Job(0, chosen, layout_seed))
+        qpos, body_pos = self._generator._shared_start(_Layout(chosen, layout_seed))
         self.scene, self.layout_seed = chosen, layout_seed
         self._start_qpos, self._body_pos = qpos.copy(), body_pos.copy()
         self._activate(chosen.tasks[0], qpos)
