@@ -161,8 +161,8 @@ class _View:
         self.near = np.float64(model.vis.map.znear * extent)
         self.far = np.float64(model.vis.map.zfar * extent)
 
-    def render(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(H, W, 3)`` uint8 colour and ``(H, W)`` float16 depth in metres."""
+    def _draw(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Render the scene; return the colour and depth buffers as read (rows bottom-up)."""
         import mujoco
 
         _GL_CONTEXT.make_current()
@@ -180,10 +180,36 @@ class _View:
         rgb = np.empty((self.size, self.size, 3), np.uint8)
         buffer = np.empty((self.size, self.size), np.float32)
         mujoco.mjr_readPixels(rgb, buffer, self.rect, self.context)
+        return rgb, buffer
+
+    def render(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(H, W, 3)`` uint8 colour and ``(H, W)`` float16 depth in metres."""
+        rgb, buffer = self._draw(data)
         # Depth buffer (0 at the near plane, 1 at the far plane) to metres.
         near, far = self.near, self.far
         depth = near * far / (far - buffer.astype(np.float64) * (far - near))
         return np.flipud(rgb).copy(), np.flipud(depth).astype(np.float16)
+
+    def segment(self, data: Any) -> np.ndarray:
+        """Return the ``(H, W)`` body id seen at each pixel (-1: background), same camera."""
+        import mujoco
+
+        flags = (mujoco.mjtRndFlag.mjRND_SEGMENT, mujoco.mjtRndFlag.mjRND_IDCOLOR)
+        for flag in flags:
+            self.scene.flags[flag] = 1
+        try:
+            rgb, _ = self._draw(data)
+        finally:
+            for flag in flags:
+                self.scene.flags[flag] = 0
+        rgb = rgb.astype(np.int64)
+        ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        geom_body = np.full(self.scene.ngeom + 1, -1, np.int64)  # id i is scene geom i - 1
+        for index in range(self.scene.ngeom):
+            geom = self.scene.geoms[index]
+            if geom.objtype == mujoco.mjtObj.mjOBJ_GEOM:
+                geom_body[index + 1] = self.model.geom_bodyid[geom.objid]
+        return np.flipud(geom_body[ids]).copy()
 
 
 @dataclass(frozen=True)
@@ -235,6 +261,22 @@ class Generator:
         second = self._env(job.scene.tasks[1])
         second.reset(job.seed, rand_vec)
         return (qpos + second.env.data.qpos) / 2, body_pos
+
+    def replay(self, job: Job, task: str) -> tuple[_TaskEnv, list[np.ndarray]]:
+        """Re-simulate one task's episode of a scene layout: its env and every state.
+
+        The episode is the one :meth:`run` renders (same start, same expert); a no-op clip's
+        only state is the start.
+        """
+        qpos, body_pos = self._shared_start(job)
+        env = self._env(job.scene.tasks[0] if task == NOOP_TASK else task)
+        env.set_start(qpos, body_pos)
+        if task == NOOP_TASK:
+            return env, [qpos]
+        result = env.rollout()
+        if result is None:
+            raise RuntimeError(f"the {task} expert failed at layout seed {job.seed}")
+        return env, result[0]
 
     def run(self, job: Job) -> tuple[list[ClipRecord], str | None]:
         """Generate the clips of one scene; return them, or none and the reason for failure."""
