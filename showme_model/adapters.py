@@ -13,11 +13,16 @@ They may share layers; which roles act in a forward pass is chosen per call with
 adapters never changes which parameters train (peft's ``set_adapter`` would mark every active
 adapter trainable, so the flags are restored after it).
 
-An adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` whose keys are
-``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (and ``image_projector.`` ones). The config
-also records the UNet settings the adapter was trained under (:data:`UNET_SETTINGS`, e.g.
-whether the temporal convolutions run in image mode); loading applies them to the model, or
-refuses when another adapter of the model was loaded under different ones.
+An adapter folder is a peft adapter of the whole model: ``adapter_config.json`` is a peft
+``LoraConfig`` whose targets are named from the model's root (``unet.<module>``,
+``image_projector.<module>``), and ``adapter_model.safetensors`` holds
+``unet.<module>.lora_A.weight`` / ``lora_B.weight`` (and ``image_projector.`` ones), so peft's
+``PeftConfig.from_pretrained``, ``inject_adapter_in_model`` and ``set_peft_model_state_dict`` load
+it as they are. ``showme_adapter.json`` adds what peft has no field for: the role and the UNet
+settings the adapter was trained under (:data:`UNET_SETTINGS`, e.g. whether the temporal
+convolutions run in image mode); loading applies those to the model, or refuses when another
+adapter of the model was loaded under different ones. Folders written before the config was a
+peft one (role, ranks and targets per component in ``adapter_config.json``) still load.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from showme_model.unet import lora_target_modules
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+EXTRAS_NAME = "showme_adapter.json"
 ADAPTED_COMPONENTS = ("unet", "image_projector")
 # UNet config entries that change what an adapter computes; recorded with every adapter.
 UNET_SETTINGS = ("image_mode_temporal_convs",)
@@ -193,6 +199,7 @@ def set_active_adapters(model: nn.Module, roles: Sequence[str]) -> None:
 
     Which parameters are trainable does not change.
     """
+    roles = list(dict.fromkeys(roles))  # a role named twice would be applied twice
     missing = [role for role in roles if role not in adapter_roles(model)]
     if missing:
         raise AdapterError(f"the model has no {', '.join(map(repr, missing))} adapter")
@@ -255,8 +262,7 @@ def write_adapter(
     config (or just its :data:`UNET_SETTINGS`) the adapter was trained under; nothing is recorded
     when it is ``None``.
     """
-    _role(role)
-    targets: dict[str, list[str]] = {}
+    spec = _role(role)
     ranks: dict[str, int] = {}
     for key, value in state.items():
         component, name = key.split(".", 1)
@@ -264,35 +270,73 @@ def write_adapter(
         if component not in ADAPTED_COMPONENTS or matrix not in ("A.weight", "B.weight"):
             raise AdapterError(f"not a LoRA weight of an adapted component: {key!r}")
         ranks[f"{component}.{module}"] = value.shape[0] if matrix == "A.weight" else value.shape[1]
-        names = targets.setdefault(component, [])
-        if module not in names:
-            names.append(module)
     if not ranks:
         raise AdapterError(f"no LoRA weights for the {role!r} adapter")
     counts = Counter(ranks.values())
     rank = max(counts, key=counts.__getitem__)
-    config = {
-        "role": role,
-        "r": rank,
-        "lora_alpha": rank,
-        "rank_pattern": {key: value for key, value in ranks.items() if value != rank},
-        "target_modules": targets,
-    }
+    patterns = {re.escape(name): value for name, value in ranks.items() if value != rank}
+    targets = sorted(ranks)
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=spec.dropout,
+        target_modules=targets,
+        rank_pattern=patterns,
+        alpha_pattern=patterns,  # scaling 1 everywhere
+    )
+    extras: dict[str, object] = {"role": role}
     if trained_with is not None:
-        config["unet_settings"] = {name: trained_with[name] for name in UNET_SETTINGS}
+        extras["unet_settings"] = {name: trained_with[name] for name in UNET_SETTINGS}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    config = {**lora.to_dict(), "target_modules": targets}  # a list: sets have no stable order
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    (folder / EXTRAS_NAME).write_text(json.dumps(extras, indent=2) + "\n")
     save_file({key: value.contiguous() for key, value in state.items()}, folder / WEIGHTS_NAME)
 
 
-def _read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+@dataclass(frozen=True)
+class _AdapterFolder:
+    """What an adapter folder says about its adapter."""
+
+    role: str | None
+    rank: int
+    targets: dict[str, list[str]]  # component -> module names
+    rank_pattern: dict[str, int]  # "<component>.<module>" -> rank, where it differs from rank
+    unet_settings: dict[str, object]
+
+
+def _read_adapter(folder: Path) -> tuple[_AdapterFolder, dict[str, torch.Tensor]]:
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file() or not weights_path.is_file():
         raise AdapterError(f"{folder} is not an adapter folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
     from showme_model.checkpoint_io import load_checkpoint
 
-    return json.loads(config_path.read_text()), load_checkpoint(weights_path)
+    config = json.loads(config_path.read_text())
+    if "peft_type" not in config:  # written before the config became a peft LoraConfig
+        description = _AdapterFolder(
+            config["role"],
+            config["r"],
+            config["target_modules"],
+            config.get("rank_pattern", {}),
+            config.get("unet_settings", {}),
+        )
+        return description, load_checkpoint(weights_path)
+    lora = LoraConfig.from_pretrained(folder)
+    extras_path = folder / EXTRAS_NAME
+    extras = json.loads(extras_path.read_text()) if extras_path.is_file() else {}
+    targets: dict[str, list[str]] = {}
+    for name in sorted(lora.target_modules):
+        component, _, module = name.partition(".")
+        if component not in ADAPTED_COMPONENTS:
+            raise AdapterError(f"{config_path} targets {name!r}, outside {ADAPTED_COMPONENTS}")
+        targets.setdefault(component, []).append(module)
+    # Patterns are escaped module names, which hold only letters, digits, "_" and ".".
+    ranks = {pattern.replace("\\.", "."): value for pattern, value in lora.rank_pattern.items()}
+    description = _AdapterFolder(
+        extras.get("role"), lora.r, targets, ranks, extras.get("unet_settings", {})
+    )
+    return description, load_checkpoint(weights_path)
 
 
 def load_adapter(model: nn.Module, path: str | Path, role: str | None = None) -> str:
@@ -310,16 +354,14 @@ def load_adapter(model: nn.Module, path: str | Path, role: str | None = None) ->
         AdapterError: The folder is not an adapter, or its weights do not match the model.
 
     """
-    config, state = _read_adapter(Path(path))
-    role = role or config["role"]
-    settings = _settings_to_apply(model, config.get("unet_settings", {}), role, path)
+    folder, state = _read_adapter(Path(path))
+    role = role or folder.role
+    if role is None:
+        raise AdapterError(f"{path} records no role ({EXTRAS_NAME}); give one")
+    settings = _settings_to_apply(model, folder.unet_settings, role, path)
     if role not in adapter_roles(model):
         add_adapter(
-            model,
-            role,
-            rank=config["r"],
-            targets=config["target_modules"],
-            rank_pattern=config.get("rank_pattern"),
+            model, role, rank=folder.rank, targets=folder.targets, rank_pattern=folder.rank_pattern
         )
     for component in ADAPTED_COMPONENTS:
         prefix = f"{component}."

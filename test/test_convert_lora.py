@@ -5,6 +5,7 @@ import pathlib
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, PeftConfig
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -34,9 +35,11 @@ def test_stage1_release_becomes_a_loadable_manipulation_adapter(tmp_path, capsys
     )
     assert status == 0
     assert "stage 1 -> manipulation" in capsys.readouterr().out
-    config = json.loads((out / "adapter_config.json").read_text())
-    assert config["role"] == "manipulation" and config["r"] == config["lora_alpha"]
-    assert {"unet", "image_projector"} == set(config["target_modules"])
+    config = PeftConfig.from_pretrained(out)  # a peft LoraConfig of the whole model
+    assert isinstance(config, LoraConfig) and config.r == config.lora_alpha
+    assert {name.split(".")[0] for name in config.target_modules} == {"unet", "image_projector"}
+    extras = json.loads((out / adapters.EXTRAS_NAME).read_text())
+    assert extras == {"role": "manipulation", "unet_settings": {"image_mode_temporal_convs": True}}
 
     unet = ShowMeUNet(**json.loads(UNET_CONFIG.read_text()))
     model = nn.ModuleDict({"unet": unet, "image_projector": _projector()})
