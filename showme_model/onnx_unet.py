@@ -1,0 +1,123 @@
+"""``OnnxUNet``: the exported UNet graphs run by onnxruntime, called like ``ShowMeUNet``.
+
+It takes the arguments :class:`~showme_model.unet.ShowMeUNet` takes and picks the graph by
+``temporal`` (``False``: the image graph, ``True``: the video graph), so it stands in for the
+UNet of a model whose adapters were merged into the graphs by ``showme-export onnx``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from diffusers.configuration_utils import FrozenDict
+from torch import nn
+
+from showme_model.onnx_export import EXPORT_CONFIG, MODES
+
+
+class OnnxUNet(nn.Module):
+    """onnxruntime sessions of the graphs in a ``showme-export onnx`` folder.
+
+    Args:
+        folder: The export folder (with ``onnx_export.json``).
+        providers: onnxruntime execution providers (default: CPU).
+        threads: Intra-op threads of each session; onnxruntime's default when ``None``.
+
+    Attributes:
+        config: The exported UNet's configuration (as ``ShowMeUNet.config``).
+        graphs: The export description of each graph, by mode.
+
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        folder = Path(folder)
+        config_path = folder / EXPORT_CONFIG
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{folder} is not an ONNX export folder: no {EXPORT_CONFIG}")
+        description = json.loads(config_path.read_text())
+        self.config = FrozenDict(description["unet_config"])
+        self.graphs: dict[str, dict] = description["graphs"]
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self._sessions = {
+            mode: ort.InferenceSession(
+                str(folder / graph["file"]),
+                options,
+                providers=providers or ["CPUExecutionProvider"],
+            )
+            for mode, graph in self.graphs.items()
+            if mode in MODES
+        }
+
+    @property
+    def device(self) -> torch.device:
+        """Where outputs are returned (the CPU)."""
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the graph inputs and outputs."""
+        return torch.float32
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor,
+        frame_stride: torch.Tensor | int | None = None,
+        temporal: bool = True,
+    ) -> torch.Tensor:
+        """Predict the model output as :meth:`ShowMeUNet.forward` does.
+
+        Raises:
+            ValueError: The folder has no graph for this mode, or the input shape differs from
+                the exported one in anything but the batch size.
+
+        """
+        mode = "video" if temporal else "image"
+        if mode not in self._sessions:
+            raise ValueError(f"the ONNX export has no {mode} graph (it has {list(self.graphs)})")
+        session = self._sessions[mode]
+        batch = sample.shape[0]
+        feeds = {
+            "sample": _array(sample),
+            "timestep": _per_sample(timestep, batch),
+            "encoder_hidden_states": _array(encoder_hidden_states),
+        }
+        if temporal:
+            stride = self.config["default_frame_stride"] if frame_stride is None else frame_stride
+            feeds["frame_stride"] = _per_sample(stride, batch)
+        for graph_input in session.get_inputs():
+            expected = graph_input.shape[1:]
+            if list(feeds[graph_input.name].shape[1:]) != expected:
+                raise ValueError(
+                    f"{graph_input.name} must be (B, {', '.join(map(str, expected))}) for the "
+                    f"exported {mode} graph, got {tuple(feeds[graph_input.name].shape)}"
+                )
+        (output,) = session.run(None, feeds)
+        return torch.from_numpy(output)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
+
+
+def _per_sample(value: torch.Tensor | float, batch: int) -> np.ndarray:
+    array = np.asarray(torch.as_tensor(value).detach().cpu(), dtype=np.float32)
+    if array.ndim == 0:
+        array = np.full((batch,), array, dtype=np.float32)
+    if array.shape != (batch,):
+        raise ValueError(f"expected a scalar or a ({batch},) tensor, got {array.shape}")
+    return array
