@@ -284,3 +284,18 @@ def test_model_then_lora_commands_give_the_release_outputs(tmp_path, config_sour
     with torch.no_grad(), adapters.active_adapters(model, ["manipulation"]):
         _close(model.unet(*image, temporal=False), cases["image.output"])
     assert model.unet.config.image_mode_temporal_convs is True
+
+
+def test_allowed_missing_unet_weights_keep_their_initial_values(tmp_path):
+    """A checkpoint without the frame-stride embedding (zero-initialised last layer)."""
+    state = {k: v for k, v in _checkpoint_state().items() if "framestride_embed" not in k}
+    checkpoint = _save(state, tmp_path / "checkpoint.safetensors")
+    status, _, err = _convert(checkpoint, tmp_path / "model")
+    assert status == 1
+    line = "UNet: missing model.diffusion_model.framestride_embed.2.weight -> fs_embedding.linear_2"
+    assert line in err
+    status, out, err = _convert(checkpoint, tmp_path / "model", "--allow-unmatched-keys")
+    assert status == 0, err
+    assert f"allowed: {line}.weight" in out.splitlines()
+    unet = ShowMeModel.from_pretrained(tmp_path / "model").unet
+    assert not unet.fs_embedding.linear_2.weight.any()
