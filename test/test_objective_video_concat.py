@@ -84,3 +84,17 @@ def test_video_concat_outside_zero_one_is_rejected():
         config_from_dict(
             {"mode": "base", "video_concat": 1.5, "data": {"synthetic": 2}, "model": {}}
         )
+
+
+def test_metaworld64v_recipe_configs_train_a_video_base_model():
+    from training.config import load_config
+
+    base = load_config("training/configs/metaworld64v-base.yaml", "base")
+    assert base.data.num_frames >= 8 and base.video_concat == 1.0
+    stages = {
+        m: load_config(f"training/configs/metaworld64v-{m}.yaml", m) for m in ("stage1", "stage2")
+    }
+    for stage in stages.values():
+        assert stage.model.folder == f"{base.output_dir}/final/model"
+        assert stage.data.manifest == base.data.manifest
+    assert stages["stage2"].model.manipulation_adapter.startswith(stages["stage1"].output_dir)
