@@ -406,7 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stored = " (default: the model's sampler_config.json)"
     parser.add_argument("--num-frames", type=int, help="rollout length (video)" + stored)
-    parser.add_argument("--num-steps", type=int, help="denoising steps" + stored)
+    parser.add_argument(
+        "--num-inference-steps",
+        "--num-steps",
+        dest="num_steps",
+        type=int,
+        help="denoising steps" + stored,
+    )
     parser.add_argument("--guidance-scale", type=float, help="guidance scale" + stored)
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="sampler" + stored)
     parser.add_argument("--eta", type=float, help="DDIM noise scale" + stored)
