@@ -24,6 +24,7 @@ ARGUMENTS = {
     "scene": ("drawer", "Scene the robot starts in."),
     "layout_seed": ("2040", "Layout seed the robot starts in."),
     "realtime_factor": ("1.0", "Simulated seconds per second while a skill runs; 0 = at once."),
+    "camera_rate": ("30.0", "Frames per second of the robot's camera."),
     "samples": ("4", "Samples per candidate (K) of the planner."),
     "metric": ("psnr", "Metric that decides: psnr or edges."),
     "max_candidates": ("32", "Instructions beyond the first that one world-model call may hold."),
@@ -54,6 +55,7 @@ def generate_launch_description() -> LaunchDescription:
                 "robot.realtime_factor": ParameterValue(
                     LaunchConfiguration("realtime_factor"), value_type=float
                 ),
+                "camera.rate": ParameterValue(LaunchConfiguration("camera_rate"), value_type=float),
             },
         ],
     )

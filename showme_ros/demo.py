@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "--goal-skill", default="drawer-open", help="skill whose outcome is the goal"
     )
     parser.add_argument("--samples", type=int, default=4, help="samples per candidate (K)")
-    parser.add_argument("--steps", type=int, default=10, help="denoising steps (0: the model's)")
-    parser.add_argument("--guidance", type=float, default=1.0, help="guidance (0: the model's)")
+    parser.add_argument("--steps", type=int, default=0, help="denoising steps (0: the model's)")
+    parser.add_argument("--guidance", type=float, default=0.0, help="guidance (0: the model's)")
     parser.add_argument("--width", type=int, default=320, help="camera width (sim_robot.yaml)")
     parser.add_argument("--height", type=int, default=240, help="camera height (sim_robot.yaml)")
     args = parser.parse_args(argv)

@@ -44,8 +44,10 @@ class _Client:
         else:
             done = threading.Event()
             future.add_done_callback(lambda _future: done.set())
-            if not future.done():
-                done.wait(timeout)
+            deadline = time.monotonic() + timeout
+            # Short waits, so that a shutdown of the node's context ends the wait too.
+            while not future.done() and self.node.context.ok() and time.monotonic() < deadline:
+                done.wait(0.1)
         if not future.done():
             raise TimeoutError(f"no answer from {what} within {timeout} s")
         return future.result()

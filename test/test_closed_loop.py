@@ -38,8 +38,6 @@ OVERRIDES = {
     "realtime_factor": "0",
     "scene": SCENE,
     "layout_seed": str(LAYOUT),
-    "num_steps": "10",
-    "guidance_scale": "1.0",
 }
 
 
@@ -213,3 +211,21 @@ def test_planner_picks_and_runs_the_skill_that_reaches_the_goal_image(loop, skil
     assert result.outcome_psnr > 40  # the simulator is deterministic: the real outcome is the goal
     assert image_to_rgb(result.preview).std() > 10
     assert result.start_image.header.frame_id == "sim_camera_optical_frame"
+
+
+def test_rollout_previews_and_two_step_chaining_plan_without_moving_the_robot(loop):
+    robot, planner, tails = loop
+    robot.reset(SCENE, LAYOUT)
+    goal_image = _camera_view(robot)
+    rollout = PlanAndExecute.Goal(
+        goal_image=goal_image, prediction=PlanAndExecute.Goal.PREDICT_ROLLOUT, samples=1, seed=1
+    )
+    status, result = planner.plan(rollout)
+    assert succeeded(status) and result.success, (result.message, tails())
+    assert len(result.candidates) == 3 and not result.executed
+    chained = PlanAndExecute.Goal(goal_image=goal_image, depth=2, samples=1, seed=1)
+    status, result = planner.plan(chained)
+    assert succeeded(status) and result.success, (result.message, tails())
+    assert len(result.candidates) == 9 and len(result.plan) == 2
+    assert all(len(c.split(",")) == 2 for c in result.candidates)
+    assert robot.scene().unchanged  # planning alone never moves the robot
