@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils.hub_utils import _add_variant
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
@@ -37,8 +38,11 @@ from transformers import (
     CLIPTextModel,
     CLIPTokenizer,
     CLIPVisionModel,
+    PreTrainedModel,
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from showme_model.memory import VARIANT_DTYPES
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -61,6 +65,26 @@ def _read_wrapper_config(folder: Path) -> dict:
 def _write_wrapper_config(folder: Path, config: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / WRAPPER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _save_model(model: PreTrainedModel, folder: Path, variant: str | None) -> None:
+    """Save a transformers model; a variant keeps the folder's existing config.
+
+    The config describes the full-precision weights: its ``dtype`` is what loading them uses.
+    """
+    config = folder / "config.json"
+    kept = config.read_text() if variant is not None and config.is_file() else None
+    model.save_pretrained(folder, variant=variant)
+    if kept is not None:
+        config.write_text(kept)
+
+
+def _load_options(variant: str | None) -> dict:
+    """``from_pretrained`` arguments of a transformers model: local files, the variant's dtype."""
+    options: dict = {"local_files_only": True, "variant": variant}
+    if variant in VARIANT_DTYPES:
+        options["dtype"] = VARIANT_DTYPES[variant]
+    return options
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -118,20 +142,20 @@ class OpenCLIPTextEncoder(nn.Module):
         ids = self.tokenize(texts).to(self.model.device)
         return self.model(input_ids=ids).last_hidden_state
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write the model, the tokenizer and the wrapper settings to ``folder``."""
+    def save_pretrained(self, folder: str | Path, variant: str | None = None) -> None:
+        """Write the model (weights named for ``variant``), tokenizer and settings to ``folder``."""
         folder = Path(folder)
-        self.model.save_pretrained(folder)
+        _save_model(self.model, folder, variant)
         self.tokenizer.save_pretrained(folder)
         config = {"max_length": self.max_length, "pad_token_id": self.pad_token_id}
         _write_wrapper_config(folder, config)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> OpenCLIPTextEncoder:
-        """Load from a local folder written by :meth:`save_pretrained`."""
+    def from_pretrained(cls, folder: str | Path, variant: str | None = None) -> OpenCLIPTextEncoder:
+        """Load from a local folder written by :meth:`save_pretrained` (weights of ``variant``)."""
         folder = Path(folder)
         config = _read_wrapper_config(folder)
-        model = CLIPTextModel.from_pretrained(folder, local_files_only=True)
+        model = CLIPTextModel.from_pretrained(folder, **_load_options(variant))
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
         return cls(model, tokenizer, **config)
 
@@ -234,16 +258,18 @@ class OpenCLIPImageEncoder(nn.Module):
         pixels = pixels.to(self.model.device, self.model.dtype)
         return self.model(pixel_values=pixels).last_hidden_state
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write the model to ``folder``."""
-        self.model.save_pretrained(folder)
+    def save_pretrained(self, folder: str | Path, variant: str | None = None) -> None:
+        """Write the model to ``folder`` (weights named for ``variant``)."""
+        _save_model(self.model, Path(folder), variant)
         _write_wrapper_config(Path(folder), {})
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> OpenCLIPImageEncoder:
-        """Load from a local folder written by :meth:`save_pretrained`."""
+    def from_pretrained(
+        cls, folder: str | Path, variant: str | None = None
+    ) -> OpenCLIPImageEncoder:
+        """Load from a local folder written by :meth:`save_pretrained` (weights of ``variant``)."""
         _read_wrapper_config(Path(folder))
-        return cls(CLIPVisionModel.from_pretrained(folder, local_files_only=True))
+        return cls(CLIPVisionModel.from_pretrained(folder, **_load_options(variant)))
 
 
 def _convert_resblocks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -405,8 +431,11 @@ class SentenceTextEncoder(nn.Module):
         """Device of the encoder weights."""
         return next(self.model.parameters()).device
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write settings, projection and (unless shipped by a package) the encoder."""
+    def save_pretrained(self, folder: str | Path, variant: str | None = None) -> None:
+        """Write settings, projection and (unless shipped by a package) the encoder.
+
+        With ``variant``, the weight files are named for it (``projection.<variant>.safetensors``).
+        """
         folder = Path(folder)
         config = {
             "max_length": self.max_length,
@@ -417,15 +446,15 @@ class SentenceTextEncoder(nn.Module):
         _write_wrapper_config(folder, config)
         save_file(
             {k: v.contiguous() for k, v in self.projection.state_dict().items()},
-            folder / PROJECTION_WEIGHTS,
+            folder / _add_variant(PROJECTION_WEIGHTS, variant),
         )
         if self.package is None:
-            self.model.save_pretrained(folder)
+            _save_model(self.model, folder, variant)
             self.tokenizer.save_pretrained(folder)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> SentenceTextEncoder:
-        """Load from a local folder written by :meth:`save_pretrained`."""
+    def from_pretrained(cls, folder: str | Path, variant: str | None = None) -> SentenceTextEncoder:
+        """Load from a local folder written by :meth:`save_pretrained` (weights of ``variant``)."""
         folder = Path(folder)
         config = _read_wrapper_config(folder)
         sentence_token = config.get("sentence_token", False)
@@ -435,12 +464,14 @@ class SentenceTextEncoder(nn.Module):
             encoder = cls.from_package(config["max_length"], config["context_dim"], sentence_token)
         else:
             model_config = AutoConfig.from_pretrained(folder, local_files_only=True)
-            model = AutoModel.from_pretrained(folder, config=model_config, local_files_only=True)
+            model = AutoModel.from_pretrained(folder, config=model_config, **_load_options(variant))
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             encoder = cls(
                 model, tokenizer, config["max_length"], config["context_dim"], None, sentence_token
             )
-        encoder.projection.load_state_dict(load_file(folder / PROJECTION_WEIGHTS))
+        encoder.projection.load_state_dict(
+            load_file(folder / _add_variant(PROJECTION_WEIGHTS, variant))
+        )
         return encoder
 
 
@@ -492,7 +523,8 @@ class ConvImageEncoder(ModelMixin, ConfigMixin):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         size = self.config.image_size
-        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+        # Resized in float32: CPU antialiased resizing has no half-precision kernels.
+        images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
         features = self.net(images.to(self.dtype)).flatten(2).transpose(1, 2)
         return self.norm(self.proj(features))
 

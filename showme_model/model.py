@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+from diffusers.utils.hub_utils import _add_variant
 from safetensors.torch import save_file
 from torch import nn
 from transformers import BertConfig, BertModel
@@ -26,6 +27,7 @@ from showme_model.encoders import (
     OpenCLIPTextEncoder,
     SentenceTextEncoder,
 )
+from showme_model.memory import VARIANT_DTYPES
 from showme_model.resampler import ImageProjector
 from showme_model.sampler_config import SamplerConfig
 from showme_model.unet import ShowMeUNet
@@ -203,21 +205,39 @@ class ShowMeModel(nn.Module):
         images = self.vae.decode(flat).sample
         return _images_to_frames(images, latents.shape[0]) if video else images
 
-    def save_pretrained(self, folder: str | Path) -> None:
+    def save_pretrained(self, folder: str | Path, variant: str | None = None) -> None:
         """Write the components, the scheduler config and ``model_index.json`` to ``folder``.
 
         The sampler settings are written when the model has them. Adapters injected with
         :mod:`showme_model.adapters` are written to ``adapters/<role>`` and left out of the base
         weights.
+
+        Args:
+            folder: The model folder.
+            variant: Name the weight files ``<weights>.<variant>.safetensors`` (diffusers'
+                convention), next to the full-precision ones. ``"fp16"`` and ``"bf16"`` need the
+                weights in that dtype (``model.to(dtype=torch.float16)`` first). Adapters are
+                written only where the folder has none yet: they keep their stored precision and
+                are cast on loading.
+
+        Raises:
+            ValueError: ``variant`` names a dtype the weights are not in.
+
         """
         from showme_model import adapters
 
+        expected = VARIANT_DTYPES.get(variant or "")
+        if expected is not None and self.dtype != expected:
+            raise ValueError(
+                f"variant {variant!r} holds {expected} weights but the model is {self.dtype}; "
+                f"cast it first: model.to(dtype={expected})"
+            )
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         index: dict[str, object] = {"_class_name": type(self).__name__}
         for name in COMPONENTS:
             component = getattr(self, name)
-            _save_component(component, folder / name)
+            _save_component(component, folder / name, variant)
             index[name] = [type(component).__module__, type(component).__name__]
         self.make_scheduler().save_pretrained(folder / "scheduler")
         index["scheduler"] = ["diffusers", "DDIMScheduler"]
@@ -225,7 +245,9 @@ class ShowMeModel(nn.Module):
         if self.sampler_config is not None:
             self.sampler_config.save_pretrained(folder)
         for role in adapters.adapter_roles(self):
-            adapters.save_adapter(self, role, folder / ADAPTERS_FOLDER / role)
+            path = folder / ADAPTERS_FOLDER / role
+            if variant is None or not path.is_dir():
+                adapters.save_adapter(self, role, path)
 
     @classmethod
     def from_pretrained(
@@ -234,14 +256,16 @@ class ShowMeModel(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         load_adapters: bool = True,
+        variant: str | None = None,
     ) -> ShowMeModel:
         """Load a model folder written by :meth:`save_pretrained` (or ``showme-convert``).
 
         Args:
             folder: The model folder.
             device: Where to put the weights (default: CPU).
-            dtype: Weight dtype (default: as stored).
+            dtype: Weight dtype (default: the variant's, else as stored).
             load_adapters: Also load every adapter found in ``adapters/``.
+            variant: Load the ``<weights>.<variant>.safetensors`` files (e.g. ``"fp16"``).
 
         Raises:
             ModelFolderError: The folder or one of its components is missing or unreadable.
@@ -252,7 +276,7 @@ class ShowMeModel(nn.Module):
 
         folder = Path(folder)
         index = _read_index(folder)
-        components = {name: _load_component(folder, name, index) for name in COMPONENTS}
+        components = {name: _load_component(folder, name, index, variant) for name in COMPONENTS}
         scheduler_file = folder / "scheduler" / DDIMScheduler.config_name
         if not scheduler_file.is_file():
             raise ModelFolderError(f"{folder} has no scheduler config ({scheduler_file})")
@@ -267,7 +291,7 @@ class ShowMeModel(nn.Module):
         if load_adapters and (folder / ADAPTERS_FOLDER).is_dir():
             for path in sorted((folder / ADAPTERS_FOLDER).iterdir()):
                 adapters.load_adapter(model, path, path.name)
-        return model.to(device=device or "cpu", dtype=dtype)
+        return model.to(device=device or "cpu", dtype=dtype or VARIANT_DTYPES.get(variant or ""))
 
 
 def _frames_to_images(frames: torch.Tensor) -> torch.Tensor:
@@ -280,15 +304,15 @@ def _images_to_frames(images: torch.Tensor, batch: int) -> torch.Tensor:
     return images.unflatten(0, (batch, -1)).permute(0, 2, 1, 3, 4)
 
 
-def _save_component(component: nn.Module, folder: Path) -> None:
+def _save_component(component: nn.Module, folder: Path, variant: str | None) -> None:
     """Save a component; injected LoRA layers are stripped from its base weights."""
     from showme_model.adapters import base_state_dict, has_adapters
 
     if not has_adapters(component):
-        component.save_pretrained(folder)
+        component.save_pretrained(folder, variant=variant)
         return
     component.save_config(folder)
-    save_file(base_state_dict(component), folder / SAFETENSORS_WEIGHTS_NAME)
+    save_file(base_state_dict(component), folder / _add_variant(SAFETENSORS_WEIGHTS_NAME, variant))
 
 
 def _read_index(folder: Path) -> dict:
@@ -307,7 +331,7 @@ def _read_index(folder: Path) -> dict:
     return index
 
 
-def _load_component(folder: Path, name: str, index: dict) -> nn.Module:
+def _load_component(folder: Path, name: str, index: dict, variant: str | None) -> nn.Module:
     entry = index[name]
     class_name = entry[1] if isinstance(entry, list) and len(entry) == 2 else None
     if class_name not in _CLASSES:
@@ -319,6 +343,6 @@ def _load_component(folder: Path, name: str, index: dict) -> nn.Module:
     if not path.is_dir():
         raise ModelFolderError(f"{folder} lacks the {name!r} component folder")
     try:
-        return _CLASSES[class_name].from_pretrained(path)
+        return _CLASSES[class_name].from_pretrained(path, variant=variant)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ModelFolderError(f"cannot load {name!r} from {path}: {error}") from error

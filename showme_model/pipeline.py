@@ -63,6 +63,7 @@ from accelerate import cpu_offload_with_hook
 from accelerate.hooks import UserCpuOffloadHook
 
 from showme_model import adapters as adapter_lib
+from showme_model.memory import VARIANT_DTYPES, EncoderOffload, OffloadStorage
 from showme_model.model import ShowMeModel
 from showme_model.preprocessing import (
     ChannelOrder,
@@ -219,6 +220,7 @@ class ShowMePipeline:
         self._roles_present = adapter_lib.adapter_roles(model)
         self._roles_active: tuple[str, ...] | None = None
         self._offload_hooks: dict[str, UserCpuOffloadHook] = {}
+        self._encoder_offload: EncoderOffload | None = None
         self._interrupt = False
         self._num_timesteps = 0
         self._placement()
@@ -231,6 +233,7 @@ class ShowMePipeline:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         image_cache_size: int = DEFAULT_IMAGE_CACHE_SIZE,
+        variant: str | None = None,
     ) -> ShowMePipeline:
         """Load a model folder, its adapters and its sampler settings.
 
@@ -239,12 +242,13 @@ class ShowMePipeline:
                 ``ShowMeModel.save_pretrained`` or ``showme-convert``.
             adapters: Roles to load from ``adapters/<role>``; every one present when ``None``.
             device: Where to run (default CPU).
-            dtype: Weight dtype (default as stored).
+            dtype: Weight dtype (default: the variant's, else as stored).
             image_cache_size: Image embeddings kept between calls (0 disables the cache).
+            variant: Load the ``<weights>.<variant>.safetensors`` files (e.g. ``"fp16"``).
 
         """
         folder = Path(model_folder)
-        model = ShowMeModel.from_pretrained(folder, load_adapters=False)
+        model = ShowMeModel.from_pretrained(folder, load_adapters=False, variant=variant)
         if model.sampler_config is None:
             logger.warning(
                 "%s has no %s; using DynamiCrafter's reference sampler settings (%s). Write the "
@@ -262,6 +266,7 @@ class ShowMePipeline:
             if not path.is_dir():
                 raise adapter_lib.AdapterError(f"{folder} has no {role!r} adapter ({path})")
             adapter_lib.load_adapter(model, path, role)
+        dtype = dtype or VARIANT_DTYPES.get(variant or "")
         return cls(model, image_cache_size=image_cache_size).to(device or "cpu", dtype)
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -273,10 +278,10 @@ class ShowMePipeline:
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> ShowMePipeline:
         """Move the model (and forget cached embeddings); returns ``self``."""
-        if self._offload_hooks and device is not None:
+        if (self._offload_hooks or self._encoder_offload) and device is not None:
             raise RuntimeError(
-                "model CPU offload is enabled: the hooks place each component; call "
-                "remove_all_hooks() first, or enable_model_cpu_offload(device=...) to run elsewhere"
+                "offloading is enabled: it places each component; call remove_all_hooks() "
+                "first, or enable the offloading again with device=... to run elsewhere"
             )
         self.model.to(device=device, dtype=dtype)
         self._text_cache.clear()
@@ -315,11 +320,40 @@ class ShowMePipeline:
         self._image_cache.clear()
         self._device = execution
 
+    def enable_encoder_offload(
+        self,
+        storage: OffloadStorage = "cpu",
+        device: torch.device | str | None = None,
+        folder: str | Path | None = None,
+    ) -> None:
+        """Keep the text and image encoders off ``device`` except while they encode.
+
+        The UNet, VAE and image projector move to ``device`` (default: the current one) and
+        stay there; the encoders are offloaded as soon as a request's embeddings are computed
+        (see :mod:`showme_model.memory`). ``storage="disk"`` (for memory shared by CPU and GPU)
+        writes the encoders' weights to ``folder`` and rereads them for each request that
+        needs them.
+        """
+        self.remove_all_hooks()
+        execution = torch.device(device) if device is not None else self.device
+        for name in ("unet", "vae", "image_projector"):
+            getattr(self.model, name).to(execution)
+        self._encoder_offload = EncoderOffload(self.model, execution, storage, folder)
+        self._text_cache.clear()
+        self._image_cache.clear()
+        self._device = execution
+
     def remove_all_hooks(self) -> None:
-        """Undo :meth:`enable_model_cpu_offload`: the components stay on the CPU."""
+        """Undo :meth:`enable_model_cpu_offload` or :meth:`enable_encoder_offload`.
+
+        Offloaded components stay on the CPU.
+        """
         for hook in self._offload_hooks.values():
             hook.remove()
         self._offload_hooks = {}
+        if self._encoder_offload is not None:
+            self._encoder_offload.restore()
+            self._encoder_offload = None
         self._placement()
 
     def _onload(self, name: str) -> None:
@@ -331,6 +365,8 @@ class ShowMePipeline:
         hook = self._offload_hooks.get(name)
         if hook is not None:
             hook.hook.pre_forward(hook.model)
+        if self._encoder_offload is not None:
+            self._encoder_offload.onload(name)
 
     def _offload_all(self) -> None:
         for hook in self._offload_hooks.values():
@@ -592,6 +628,8 @@ class ShowMePipeline:
         contexts = self._contexts(
             pixels, texts, roles, settings.guidance_scale, image_guidance_scale
         )
+        if self._encoder_offload is not None:
+            self._encoder_offload.offload()
         self._onload("vae")
         first = self.model.encode_latents(pixels.to(self.device, self.dtype)).unsqueeze(2)
         concat = torch.zeros_like(first).repeat(1, 1, settings.num_frames, 1, 1)
