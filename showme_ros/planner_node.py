@@ -36,7 +36,7 @@ from sensor_msgs.msg import Image
 from showme_ros import loop_parameters, planning
 from showme_ros.action import PlanAndExecute
 from showme_ros.client import make_request, succeeded
-from showme_ros.image_conversion import ImageConversionError, image_to_rgb, is_empty, rgb_to_image
+from showme_ros.image_conversion import image_to_rgb, is_empty, rgb_to_image
 from showme_ros.loop_clients import RobotClient, WorldModelClient
 from showme_ros.sim_world import NOOP_SKILL
 
@@ -135,7 +135,7 @@ class PlannerNode(LifecycleNode):
             self._plan(goal_handle, received, result)
             result.success = True
             goal_handle.succeed()
-        except (PlanningError, TimeoutError, RuntimeError, ImageConversionError) as error:
+        except (ValueError, TimeoutError, RuntimeError) as error:  # bad goal or a peer's failure
             result.success, result.message = False, str(error)
             self.get_logger().warning(f"goal failed: {error}")
             goal_handle.abort()

@@ -272,8 +272,8 @@ class SimRobotNode(LifecycleNode):
             result.final_image = rgb_to_image(
                 sim.submit(lambda _world: sim.render()).result(timeout=60), self._header()
             )
-        except ValueError as error:
-            result.message = str(error)
+        except Exception as error:  # a bad skill name, or a fault of the simulator: say which
+            result.message = str(error) if isinstance(error, ValueError) else repr(error)
             goal_handle.abort()
             return result
         finally:

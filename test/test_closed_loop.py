@@ -167,9 +167,11 @@ def test_bad_requests_are_refused_with_the_reason(loop):
     status, result = planner.plan(PlanAndExecute.Goal(execute=True))
     assert not succeeded(status) and "no goal image" in result.message
     robot.reset(SCENE, LAYOUT)
-    goal = PlanAndExecute.Goal(goal_image=_camera_view(robot), skills=["fly"])
-    status, result = planner.plan(goal)
+    view = _camera_view(robot)
+    status, result = planner.plan(PlanAndExecute.Goal(goal_image=view, skills=["fly"]))
     assert not succeeded(status) and "not offered" in result.message
+    status, result = planner.plan(PlanAndExecute.Goal(goal_image=view, depth=3))
+    assert not succeeded(status) and "depth must be 1 or 2" in result.message
 
 
 def _camera_view(robot: RobotClient) -> Image:
