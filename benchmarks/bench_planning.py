@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import subprocess
@@ -410,6 +411,7 @@ def summary_tables(
             f"p90 {np.percentile(times, 90):.2f} s ({len(times)} decisions; predicting and "
             "scoring, CPU)."
         )
+    lines += paired_lines(one_step, k_low, k_best)
     inconsistent = sum(not d.consistent for d in one_step)
     lines.append(f"- Executed outcomes that disagree with the candidate runs: {inconsistent}.")
     chains = [d for d in decisions if d.depth == 2]
@@ -438,6 +440,56 @@ def summary_tables(
             "Chained scenes: " + ", ".join(sorted({d.scene for d in chains})) + ".",
         ]
     return "\n".join(lines)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test p-value of ``wins`` against ``losses`` (ties dropped)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_lines(one_step: list[Decision], k_low: int, k_best: int) -> list[str]:
+    """Paired comparisons on the same goals: wins, losses and a sign test."""
+    goals: dict[tuple, dict[int, Decision]] = {}
+    for d in one_step:
+        goals.setdefault((d.seed, d.scene, d.goal), {})[d.samples] = d
+    pairs = [g for g in goals.values() if k_low in g and k_best in g]
+    lines = []
+    comparisons = [
+        (
+            f"world model K={k_best} vs first skill",
+            lambda g: g[k_best].success["world_model"],
+            lambda g: g[k_best].success["first_skill"],
+        ),
+        (
+            f"world model K={k_best} vs K={k_low}",
+            lambda g: g[k_best].success["world_model"],
+            lambda g: g[k_low].success["world_model"],
+        ),
+        (
+            f"world model K={k_best}: PSNR vs edge-F1 decision",
+            lambda g: g[k_best].success["world_model"],
+            lambda g: g[k_best].success["world_model_edges"],
+        ),
+    ]
+    for name, first, second in comparisons:
+        wins = sum(first(g) > second(g) for g in pairs)
+        losses = sum(first(g) < second(g) for g in pairs)
+        lines.append(
+            f"- Paired, {name} (success on the same {len(pairs)} goals): {wins} goals won, "
+            f"{losses} lost, sign test p = {sign_test(wins, losses):.3g}."
+        )
+    skill_goals = [g for g in pairs if g[k_best].goal != "do-nothing"]
+    lines.append(
+        f"- Skill goals only (no do-nothing goals, {len(skill_goals)}): world model K={k_best} "
+        f"success {mean([g[k_best].success['world_model'] for g in skill_goals]):.2f}, random "
+        f"{mean([g[k_best].success['random'] for g in skill_goals]):.2f}, oracle "
+        f"{mean([g[k_best].success['oracle'] for g in skill_goals]):.2f}."
+    )
+    return lines
 
 
 def plot(decisions: list[Decision], k: int, path: Path) -> None:
@@ -520,8 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--markdown",
-        type=Path,
-        default=ROOT / "docs" / "BENCHMARKS.md",
+        default=str(ROOT / "docs" / "BENCHMARKS.md"),
         help="file whose bench_planning section is replaced; '' = print only",
     )
     parser.add_argument(
