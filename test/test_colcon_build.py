@@ -1,5 +1,6 @@
 """The colcon path: build the package with colcon (from PyPI) in a throw-away workspace against
-the ROS 2 wheels, then import the node and the generated messages from the install space."""
+the ROS 2 wheels, then import the node and the generated messages from the install space and
+find the launch files and executables there."""
 
 import os
 import shutil
@@ -36,6 +37,10 @@ for module in (showme_ros.node, sys.modules[PredictedRollout.__module__]):
 share = Path(get_package_share_directory("showme_ros")).resolve()
 assert install in share.parents, share
 assert (share / "launch" / "showme.launch.py").is_file()
+from showme_ros.launch_command import executable_path, share_dir
+assert share_dir().resolve() == share, share_dir()
+assert install in executable_path("showme_node").resolve().parents
+assert executable_path("showme_node").is_file()
 print("imported", showme_ros.node.__file__)
 """
 
