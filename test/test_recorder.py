@@ -150,3 +150,39 @@ def test_refuses_an_existing_folder_and_no_topics(ros, tmp_path):
             McapRecorder(node, tmp_path / "exists", {"/a": "std_msgs/msg/String"}).start()
     finally:
         node.destroy_node()
+
+
+def test_a_recording_converts_to_training_clips(ros, tmp_path):
+    """A robot without ros2 bag records with McapRecorder; showme-data rosbag reads the result."""
+    from training.data.manifest import read_manifest
+    from training.data.rosbag import convert_rosbags
+
+    source, sink = rclpy.create_node("camera"), rclpy.create_node("recorder4")
+    executor = SingleThreadedExecutor()
+    executor.add_node(sink)
+    publishers = make_publishers(source)
+    topics = {t: TOPICS[t] for t in ("/cam/image_raw", "/cam/instruction")}
+    try:
+        with McapRecorder(sink, tmp_path / "episode", topics) as recorder:
+            threading.Thread(target=executor.spin, daemon=True).start()
+            publish_until_matched(source, {t: publishers[t] for t in topics})
+            publishers["/cam/instruction"].publish(String(data="open the drawer"))
+            time.sleep(0.2)  # the instruction's receive time comes before the frames'
+            for k in range(20):
+                publishers["/cam/image_raw"].publish(rgb_to_image(picture(k)))
+                time.sleep(0.02)
+            deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
+            while sum(recorder.counts.values()) < 21 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        executor.shutdown()
+        source.destroy_node()
+        sink.destroy_node()
+    report = convert_rosbags(
+        [tmp_path / "episode"], tmp_path / "data", "/cam/image_raw", "/cam/instruction"
+    )
+    assert (report.camera_messages, report.clips) == (20, 1)
+    clip = read_manifest(tmp_path / "data" / "manifest.jsonl")[0]
+    frames = np.load(tmp_path / "data" / clip.path)["frames"]
+    assert clip.instruction == "open the drawer" and frames.shape == (16, 6, 8, 3)
+    assert frames[0, 0, 0, 0] == 0 and frames[-1, 0, 0, 0] == 19
