@@ -3,13 +3,13 @@
 The cost is CPU time of the process (one torch thread), which a shared machine does not inflate;
 wall time is printed next to it.
 
-Each setting (frames per clip, batch size, UNet channels) trains the folder's UNet (a random
-one when other channels are given) on synthetic 64x64 clips, with the
+Each setting (frames per clip, batch size, UNet channels) trains the folder's UNet without its
+adapters (a random one when other channels are given) on synthetic 64x64 clips, with the
 folder's frozen VAE and encoders; the first steps are warm-up and not timed. From the
 repository root::
 
     python -m training.recipes.step_cost --model showme_model/weights/showme-metaworld-64 \
-        --setting 2x8 --setting 8x8 --setting 16x4 --setting 8x8:48,96,96
+        --setting 2x8 --setting 8x8 --setting 16x4 --setting 8x8:64,96,96
 """
 
 from __future__ import annotations
@@ -40,12 +40,11 @@ def parse_setting(text: str) -> tuple[int, int, tuple[int, ...] | None]:
 
 
 def model_folder(base: Path, channels: tuple[int, ...] | None, out: Path) -> Path:
-    """Return the base folder, or a copy whose UNet has other channels (random init)."""
-    if channels is None:
-        return base
-    model = ShowMeModel.from_pretrained(base)
-    config = {k: v for k, v in model.unet.config.items() if not k.startswith("_")}
-    model.unet = ShowMeUNet(**{**config, "block_out_channels": list(channels)})
+    """Write a copy of the base folder without adapters, its UNet with other channels if given."""
+    model = ShowMeModel.from_pretrained(base, load_adapters=False)
+    if channels is not None:  # a random UNet of the same design
+        config = {k: v for k, v in model.unet.config.items() if not k.startswith("_")}
+        model.unet = ShowMeUNet(**{**config, "block_out_channels": list(channels)})
     model.save_pretrained(out)
     return out
 
