@@ -134,8 +134,9 @@ PLANNER: tuple[Spec, ...] = (
     ),
     Spec(
         "timeouts.predict",
-        300.0,
-        "Seconds to wait for one answer of the world model.",
+        120.0,
+        "Seconds to wait for one answer of the world model (a call without answer is sent "
+        "once more).",
         bounds=(1.0, 3600.0),
     ),
     Spec(

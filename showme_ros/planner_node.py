@@ -264,7 +264,11 @@ class Predictor:
             seed=seed,
             num_frames=self.num_frames if self.video else 0,
         )
-        response = self.client.predict(request, self.timeout)
+        try:
+            response = self.client.predict(request, self.timeout)
+        except TimeoutError:
+            # A lost answer (seen on a loaded machine) is asked for once more.
+            response = self.client.predict(request, self.timeout)
         if not response.success:
             raise PlanningError(f"the world model refused the request: {response.message}")
         return [image_to_rgb(p.frames[-1]) for p in response.predictions]

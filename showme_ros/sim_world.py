@@ -174,6 +174,8 @@ class SimWorld:
         self.layout_seed = -1
         self._active = ""
         self._start_qpos = np.zeros(0)
+        self._reset_mocap: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._at_start = False
         self._body_pos = np.zeros(0)
 
     # Scene -----------------------------------------------------------------------------------
@@ -193,7 +195,15 @@ class SimWorld:
         qpos, body_pos = self._generator._shared_start(_Layout(chosen, layout_seed))
         self.scene, self.layout_seed = chosen, layout_seed
         self._start_qpos, self._body_pos = qpos.copy(), body_pos.copy()
-        self._activate(chosen.tasks[0], qpos)
+        # Each task's env keeps the hand target its own reset gave it: from the start state a
+        # skill runs exactly as the clip generator ran it; after a skill, the target moves on.
+        self._reset_mocap = {
+            task: (env.data.mocap_pos.copy(), env.data.mocap_quat.copy())
+            for task in chosen.tasks
+            for env in [self._env(task).env]
+        }
+        self._activate(chosen.tasks[0], qpos, self._reset_mocap[chosen.tasks[0]])
+        self._at_start = True
         return self.skills()
 
     def skills(self) -> list[Skill]:
@@ -226,19 +236,33 @@ class SimWorld:
     def _env(self, task: str) -> Any:
         return self._generator._env(task)
 
-    def _activate(self, task: str, qpos: np.ndarray) -> None:
-        """Make ``task``'s env hold the scene, in state ``qpos`` at rest."""
-        self._env(task).set_start(qpos, self._body_pos)
+    def _activate(self, task: str, qpos: np.ndarray, mocap: tuple[np.ndarray, ...]) -> None:
+        """Make ``task``'s env hold the scene: joints at ``qpos`` at rest, hand target ``mocap``.
+
+        The arm follows a mocap target (Meta-World's position control), which is not part of
+        ``qpos``: it moves with the state, or the next skill would start by pulling the hand
+        back to where that env's target was left.
+        """
+        env = self._env(task)
+        env.set_start(qpos, self._body_pos)
+        env.env.data.mocap_pos[:], env.env.data.mocap_quat[:] = mocap
         self._active = task
+
+    def _mocap(self) -> tuple[np.ndarray, np.ndarray]:
+        data = self._env(self._active).env.data
+        return data.mocap_pos.copy(), data.mocap_quat.copy()
 
     def qpos(self) -> np.ndarray:
         """Joint positions of the scene now."""
         self._require_scene()
         return self._env(self._active).env.data.qpos.copy()
 
-    def restore(self, qpos: np.ndarray) -> None:
-        """Put the current scene in state ``qpos`` (at rest)."""
-        self._activate(self._active, qpos)
+    def restore_start(self) -> None:
+        """Put the current scene back in its start state, without a new reset."""
+        self._require_scene()
+        task = self.scene.tasks[0]
+        self._activate(task, self._start_qpos, self._reset_mocap[task])
+        self._at_start = True
 
     def task_success(self, task: str) -> bool:
         """Whether Meta-World's success criterion of ``task`` holds in the current state."""
@@ -282,7 +306,9 @@ class SimWorld:
         if name == NOOP_SKILL:
             return SkillOutcome(name, True, 0, self.achieved())
         task = self.skill(name).task
-        self._activate(task, self.qpos())
+        mocap = self._reset_mocap[task] if self._at_start else self._mocap()
+        self._activate(task, self.qpos(), mocap)
+        self._at_start = False
         wrapper = self._env(task)
         env, policy = wrapper.env, wrapper.policy
         others = [s for s in self.skills() if s.task != task]

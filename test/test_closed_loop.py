@@ -77,7 +77,6 @@ def world():
 def test_simulator_skills_meet_metaworld_success_and_do_nothing_moves_nothing(world):
     skills = world.reset(SCENE, LAYOUT)
     assert [s.name for s in skills] == ["drawer-open", "drawer-close"]
-    start = world.qpos()
     first = world.render()
     assert first.shape == (240, 320, 3) and first.std() > 10
     assert world.achieved() == () and world.unchanged()
@@ -85,7 +84,8 @@ def test_simulator_skills_meet_metaworld_success_and_do_nothing_moves_nothing(wo
     opened = world.execute("drawer-open")
     assert opened.success and opened.achieved == ("drawer-open",) and not world.unchanged()
     assert np.abs(world.render().astype(int) - first).mean() > 1.0
-    world.restore(start)
+    world.restore_start()
+    assert world.unchanged() and np.array_equal(world.render(), first)
     closed = world.execute("drawer-close")
     assert closed.success and closed.achieved == ("drawer-close",)
     with pytest.raises(ValueError, match="no skill 'window-open'"):
@@ -231,3 +231,38 @@ def test_rollout_previews_and_two_step_chaining_plan_without_moving_the_robot(lo
     assert len(result.candidates) == 9 and len(result.plan) == 2
     assert all(len(c.split(",")) == 2 for c in result.candidates)
     assert robot.scene().unchanged  # planning alone never moves the robot
+
+
+def test_a_skill_from_the_start_state_ends_where_the_training_clip_ends(world):
+    """Parity with the clip generator: same start, same expert, same final state."""
+    from training.data.metaworld_gen import Generator
+
+    generator = Generator(Path(os.devnull), size=16, frames=2)
+    scene = world.scenes["door"]  # its two tasks start from different hand targets
+    for task in scene.tasks:
+        layout = type("Layout", (), {"scene": scene, "seed": LAYOUT})
+        qpos, body_pos = generator._shared_start(layout)
+        expert = generator._env(task)
+        expert.set_start(qpos, body_pos)
+        states, _ = expert.rollout()
+        world.reset("door", LAYOUT)
+        assert world.execute(task.removesuffix("-v3")).success
+        np.testing.assert_allclose(world.qpos(), states[-1], atol=1e-6)
+
+
+def test_skills_chain_from_where_the_last_one_left_the_arm(world):
+    world.reset(SCENE, LAYOUT)
+    assert world.execute("drawer-open").success
+    arm = world.qpos()[:7]
+    first_step = []
+
+    def on_step(step: int, _success: bool) -> bool:
+        if step == 1:
+            first_step.append(np.abs(world.qpos()[:7] - arm).max())
+        return True
+
+    closed = world.execute("drawer-close", on_step=on_step)
+    assert closed.success and world.achieved() == ("drawer-close",)
+    # The hand target moves with the arm: the next skill does not start by pulling the hand
+    # back to where that task's target was reset (about 0.026 rad in one step if it did).
+    assert first_step[0] < 0.01
