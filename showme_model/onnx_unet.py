@@ -3,6 +3,12 @@
 It takes the arguments :class:`~showme_model.unet.ShowMeUNet` takes and picks the graph by
 ``temporal`` (``False``: the image graph, ``True``: the video graph), so it stands in for the
 UNet of a model whose adapters were merged into the graphs by ``showme-export onnx``.
+:func:`onnx_pipeline` makes a :class:`~showme_model.pipeline.ShowMePipeline` that runs it::
+
+    pipeline = onnx_pipeline("model_folder", "onnx_folder", threads=1)
+    frames = pipeline(image, "open the drawer", mode="video", num_frames=8).frames
+
+Video calls must ask for the number of frames the video graph was exported with.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import torch
 from diffusers.configuration_utils import FrozenDict
 from torch import nn
 
+from showme_model.model import ShowMeModel
 from showme_model.onnx_export import EXPORT_CONFIG, MODES
+from showme_model.pipeline import ShowMePipeline
 
 
 class OnnxUNet(nn.Module):
@@ -108,6 +116,32 @@ class OnnxUNet(nn.Module):
                 )
         (output,) = session.run(None, feeds)
         return torch.from_numpy(output)
+
+
+def onnx_pipeline(
+    model_folder: str | Path,
+    onnx_folder: str | Path,
+    threads: int | None = None,
+    providers: list[str] | None = None,
+) -> ShowMePipeline:
+    """Load the model in ``model_folder`` as a pipeline whose UNet runs ``onnx_folder``'s graphs.
+
+    The encoders, the image projector (with its adapter) and the VAE stay in PyTorch, on the
+    CPU in float32; the UNet's adapters act through the graphs they were merged into, so the
+    ``adapters`` a call reports are those acting in PyTorch (the image projector's); the
+    graphs' are listed in ``onnx_export.json``.
+
+    Raises:
+        ValueError: The graphs were exported from a UNet with another configuration.
+
+    """
+    model = ShowMeModel.from_pretrained(model_folder)
+    unet = OnnxUNet(onnx_folder, providers, threads)
+    expected = {k: v for k, v in model.unet.config.items() if not k.startswith("_")}
+    if json.loads(json.dumps(expected)) != dict(unet.config):
+        raise ValueError(f"{onnx_folder} holds the graphs of another UNet than {model_folder}'s")
+    model.unet = unet
+    return ShowMePipeline(model)
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

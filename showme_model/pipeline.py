@@ -373,8 +373,9 @@ class ShowMePipeline:
             hook.offload()
 
     def _placement(self) -> None:
-        # Read once: diffusers' device/dtype properties walk the whole module tree.
-        weight = next(self.model.unet.parameters())
+        # Read once: diffusers' device/dtype properties walk the whole module tree. A UNet
+        # without parameters (onnx_unet.OnnxUNet) has its own device and dtype.
+        weight = next(self.model.unet.parameters(), self.model.unet)
         self._device, self._dtype = weight.device, weight.dtype
 
     @property

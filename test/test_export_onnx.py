@@ -11,8 +11,8 @@ from PIL import Image
 from showme_model import adapters
 from showme_model.model import ShowMeModel
 from showme_model.onnx_export import EXPORT_CONFIG, example_inputs, export_model, main
-from showme_model.onnx_unet import OnnxUNet
-from showme_model.pipeline import SHIPPED_MODEL
+from showme_model.onnx_unet import OnnxUNet, onnx_pipeline
+from showme_model.pipeline import SHIPPED_MODEL, ShowMePipeline
 from showme_model.preprocessing import prepare_image
 
 TOLERANCE = 1e-4
@@ -47,7 +47,7 @@ def tiny(tmp_path_factory):
                 parameter.normal_(0, 0.05)
     folder = tmp_path_factory.mktemp("tiny-onnx")
     export_model(model.eval(), folder, num_frames=3)
-    return model, OnnxUNet(folder, threads=1)
+    return model, OnnxUNet(folder, threads=1), folder
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,13 @@ def shipped(tmp_path_factory):
     return model, OnnxUNet(folder, threads=1), folder
 
 
+def fixture_image():
+    return np.asarray(Image.open(FIXTURE_IMAGE).convert("RGB"))
+
+
 def shipped_inputs(model, mode, frames):
     """Inputs as the pipeline makes them: a real image's latent and context tokens."""
-    image = np.asarray(Image.open(FIXTURE_IMAGE).convert("RGB"))
+    image = fixture_image()
     size = model.vae.config.sample_size
     pixels = prepare_image(image, (size, size))[0][None]
     with torch.no_grad(), adapters.active_adapters(model, ROLES[mode]):
@@ -82,7 +86,7 @@ def shipped_inputs(model, mode, frames):
 @pytest.mark.parametrize("mode", ["image", "video"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_tiny_onnx_matches_pytorch_at_any_batch(tiny, mode, batch):
-    model, unet = tiny
+    model, unet, _ = tiny
     inputs = example_inputs(model, mode, 3, batch=batch)
     expected = eager(model, mode, inputs)
     assert (run_onnx(unet, mode, inputs) - expected).abs().max().item() < TOLERANCE
@@ -114,8 +118,28 @@ def test_export_description_names_merged_adapters_and_shapes(shipped):
     assert unet.config["cross_attention_dim"] == 384
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["image", "video"])
+def test_pipeline_through_onnxruntime_matches_eager_sampling(shipped, mode):
+    _, _, folder = shipped
+    onnx = onnx_pipeline(SHIPPED_MODEL, folder, threads=1)
+    assert isinstance(onnx.model.unet, OnnxUNet) and not list(onnx.model.unet.parameters())
+    eager = ShowMePipeline.from_pretrained(SHIPPED_MODEL)
+    image, settings = fixture_image(), {"mode": mode, "num_frames": 8, "seed": 0}
+    # The model's stored sampler: 10 DDIM steps with eta 1 (fresh noise each step).
+    expected = eager(image, "pull the coffee cup", output_type="float", **settings).frames
+    frames = onnx(image, "pull the coffee cup", output_type="float", **settings).frames
+    assert frames.shape == expected.shape == (1, 8 if mode == "video" else 1, 64, 64, 3)
+    assert np.abs(frames - expected).max() < TOLERANCE
+
+
+def test_onnx_pipeline_refuses_graphs_of_another_unet(tiny):
+    with pytest.raises(ValueError, match="graphs of another UNet"):
+        onnx_pipeline(SHIPPED_MODEL, tiny[2])
+
+
 def test_onnx_unet_rejects_other_frame_counts(tiny):
-    model, unet = tiny
+    model, unet, _ = tiny
     inputs = example_inputs(model, "video", 4)
     with pytest.raises(ValueError, match="exported video graph"):
         run_onnx(unet, "video", inputs)
