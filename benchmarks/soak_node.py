@@ -30,8 +30,8 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 
 from showme_ros.client import ShowMeClient, make_request, to_goal
+from showme_ros.diagnostics import CODE_NAMES
 from showme_ros.launch_command import SOURCE_ROOT, node_command
-from showme_ros.msg import ErrorCode
 
 
 def header(sec: int, frame: str) -> Header:
@@ -49,7 +49,6 @@ def stop_node(node: psutil.Popen) -> int:
         return node.wait()
 
 
-CODE_NAMES = {getattr(ErrorCode, n): n for n in dir(ErrorCode) if n.isupper()}
 
 
 def burst(client: ShowMeClient, calls: int, goals: int, timeout: float) -> Counter:
@@ -69,11 +68,11 @@ def burst(client: ShowMeClient, calls: int, goals: int, timeout: float) -> Count
             break
     counts: Counter = Counter()
     for future in call_futures:
-        counts[CODE_NAMES[future.result().error_code.value] if future.done() else "UNANSWERED"] += 1
+        counts[CODE_NAMES[future.result().error_code.value] if future.done() else "unanswered"] += 1
     for index in range(goals):
         future = result_futures.get(index)
         done = future is not None and future.done()
-        counts[CODE_NAMES[future.result().result.error_code.value] if done else "UNANSWERED"] += 1
+        counts[CODE_NAMES[future.result().result.error_code.value] if done else "unanswered"] += 1
     return counts
 
 
@@ -160,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| soak: {outcome} | {count} |")
     print(f"| node RSS after {args.settle} requests | {settled / 2**20:.0f} MiB |")
     print(f"| node RSS after {args.requests} requests | {end / 2**20:.0f} MiB ({growth:+.1%}) |")
+    trajectory = ", ".join(f"{i}: {rss / 2**20:.0f}" for i, rss in samples[::2])
+    print(f"| node RSS (MiB) by request | {trajectory} |")
     print(f"| node alive, exit status | {alive}, {code} |")
-    unanswered = mixed["UNANSWERED"] + calls["UNANSWERED"]
+    unanswered = mixed["unanswered"] + calls["unanswered"]
     ok = alive and code == 0 and unanswered == 0 and growth <= 0.10
     print(f"\n{'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1

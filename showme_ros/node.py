@@ -45,6 +45,7 @@ from std_msgs.msg import String
 
 from showme_ros import outputs, parameters
 from showme_ros.action import PredictRollout
+from showme_ros.allocator import return_large_buffers_to_the_os
 from showme_ros.diagnostics import FrameState, ModelState, ServingStats, report
 from showme_ros.engine import Engine, JobCancelledError, Progress, choose_model
 from showme_ros.errors import (
@@ -420,8 +421,14 @@ class PredictorNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until shutdown; activates it at start unless told to wait."""
+    flat_memory = return_large_buffers_to_the_os()
     rclpy.init(args=args)
     node = PredictorNode()
+    if not flat_memory:
+        node.get_logger().warning(
+            "cannot set the C library's mmap threshold (not glibc?): freed camera-frame "
+            "buffers may stay resident"
+        )
     executor = ResilientExecutor(
         node.settings.queue_size + 1 + SPARE_THREADS, node.report_callback_error
     )
