@@ -238,7 +238,8 @@ class ShowMeModel(nn.Module):
         for name in COMPONENTS:
             component = getattr(self, name)
             _save_component(component, folder / name, variant)
-            index[name] = [type(component).__module__, type(component).__name__]
+            library = type(component).__module__.split(".")[0]
+            index[name] = [library, type(component).__name__]
         self.make_scheduler().save_pretrained(folder / "scheduler")
         index["scheduler"] = ["diffusers", "DDIMScheduler"]
         (folder / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")

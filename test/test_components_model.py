@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from diffusers import AutoencoderKL
 
 from showme_model.model import ModelFolderError, ShowMeModel
 
@@ -39,7 +40,7 @@ def test_save_load_round_trip(saved):
     assert loaded.scheduler_config["prediction_type"] == model.scheduler_config["prediction_type"]
     torch.testing.assert_close(_unet_output(model), _unet_output(loaded), atol=1e-5, rtol=0)
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["unet"] == ["showme_model.unet", "ShowMeUNet"]
+    assert index["unet"] == ["showme_model", "ShowMeUNet"]
 
 
 def test_load_with_dtype(saved):
@@ -86,3 +87,13 @@ def test_missing_and_broken_folders(saved, tmp_path):
     (broken / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ModelFolderError, match="unknown class"):
         ShowMeModel.from_pretrained(broken)
+
+
+def test_index_names_library_and_class_as_diffusers_does(saved):
+    model, folder = saved
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert index["unet"] == ["showme_model", "ShowMeUNet"]
+    assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")  # diffusers' own loader
+    assert vae.config.latent_channels == model.vae.config.latent_channels
