@@ -232,7 +232,8 @@ def main() -> None:
             rows.append(result)
     print(
         f"Command: `python benchmarks/bench_full_size.py --frames {args.frames} --steps "
-        f"{args.steps} --guidance {args.guidance} --threads {args.threads}` "
+        f"{args.steps} --guidance {args.guidance} --threads {args.threads} --modes "
+        f"{' '.join(args.modes)} --dtypes {' '.join(args.dtypes)}` "
         f"(torch {torch.__version__}, {args.threads} thread(s); UNet "
         f"{rows[0]['unet_parameters'] / 1e9:.2f} B parameters with adapters, model "
         f"{rows[0]['parameters'] / 1e9:.2f} B)\n"
