@@ -50,8 +50,15 @@ CONTROL_PERIOD_S = 0.0125
 class SimulatorThread:
     """The thread that owns a :class:`SimWorld`: camera frames, resets and skills, in order."""
 
-    def __init__(self, world: SimWorld, rate: float, publish: Callable[[np.ndarray], None]):
+    def __init__(
+        self,
+        world: SimWorld,
+        rate: float,
+        publish: Callable[[np.ndarray], None],
+        log_error: Callable[[str], None],
+    ) -> None:
         self.world = world
+        self._log_error = log_error
         self._period = 1.0 / rate
         self._publish = publish
         self._commands: queue.Queue[tuple[Callable[[SimWorld], Any], Future] | None] = queue.Queue()
@@ -97,7 +104,7 @@ class SimulatorThread:
             try:
                 item = self._commands.get(timeout=timeout)
             except queue.Empty:
-                self.frame_if_due()
+                self._frame_or_log()
                 continue
             if item is None:
                 return
@@ -108,7 +115,14 @@ class SimulatorThread:
                 future.set_exception(error)
             finally:
                 self._dirty = True
+            self._frame_or_log()
+
+    def _frame_or_log(self) -> None:
+        """Publish a due frame; a failure is logged and the thread keeps serving."""
+        try:
             self.frame_if_due()
+        except Exception as error:  # a lost frame must not stop resets and skills
+            self._log_error(f"camera frame failed: {error!r}")
 
 
 class SimRobotNode(LifecycleNode):
@@ -152,7 +166,9 @@ class SimRobotNode(LifecycleNode):
             CameraInfo, "camera/camera_info", qos
         )
         world = SimWorld(settings["camera.width"], settings["camera.height"])
-        self._sim = SimulatorThread(world, settings["camera.rate"], self._publish_frame)
+        self._sim = SimulatorThread(
+            world, settings["camera.rate"], self._publish_frame, self.get_logger().error
+        )
         return super().on_configure(state)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -227,8 +243,9 @@ class SimRobotNode(LifecycleNode):
                 skills = sim.submit(lambda world: world.reset(scene, seed)).result(timeout=300)
             finally:
                 self._busy.release()
-        except ValueError as error:
-            response.success, response.message = False, str(error)
+        except Exception as error:  # bad request (ValueError) or a stuck or failing simulator
+            response.success = False
+            response.message = str(error) if isinstance(error, ValueError) else repr(error)
             return response
         response.skills = [s.name for s in skills]
         response.instructions = [s.instruction for s in skills]
@@ -251,7 +268,10 @@ class SimRobotNode(LifecycleNode):
             response.achieved = list(world.achieved())
             response.unchanged = world.unchanged()
 
-        self._sim.submit(describe).result(timeout=60)
+        try:
+            self._sim.submit(describe).result(timeout=60)
+        except TimeoutError:
+            self.get_logger().error("get_scene: the simulator did not answer within 60 s")
         return response
 
     def _on_execute(self, goal_handle: ServerGoalHandle) -> ExecuteSkill.Result:
