@@ -440,14 +440,16 @@ def summary_tables(
         depth_one = [
             d
             for d in one_step
-            if d.samples == 1 and d.scene in {c.scene for c in chains} and d.goal != "do-nothing"
+            if d.samples == 1
+            and (d.seed, d.scene) in {(c.seed, c.scene) for c in chains}
+            and d.goal != "do-nothing"
         ]
         lines += [
             "",
             "| planning depth (K=1) | goals | exact plan | success | oracle success | "
             "random exact |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
-            f"| 1 (one-step skill goals, same scenes) | {len(depth_one)} | "
+            f"| 1 (one-step skill goals, same scenes and layouts) | {len(depth_one)} | "
             f"{mean([d.correct['world_model'] for d in depth_one]):.2f} | "
             f"{mean([d.success['world_model'] for d in depth_one]):.2f} | "
             f"{mean([d.success['oracle'] for d in depth_one]):.2f} | "
