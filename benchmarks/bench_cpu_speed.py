@@ -1,0 +1,134 @@
+"""CPU speed of the shipped model against its FLOP floor, one thread, side by side in one run.
+
+    python benchmarks/bench_cpu_speed.py [--repeats 7] [--compile]
+
+The shipped model (``showme-metaworld-64``, 64x64 frames) with its stored sampler settings
+(10 DDIM steps, guidance 1, 8-frame rollouts), called as the ROS node calls it (image cache off;
+the text cache is warm, as it is for a repeated instruction). Each variant gets its own pipeline
+on the same weights; calls alternate between the variants so that load on a shared machine
+falls on all of them alike. Time is the process's CPU time; the median of ``--repeats`` calls
+after a warm-up call is reported.
+
+The floor of a call is its FLOPs (``torch.utils.flop_counter`` over the whole call: encoders,
+UNet steps, VAE; the compiled variant takes the reference's count) divided by the rate of a
+1024x1024x1024 float32 matmul on one thread, measured in the same run (median of the same
+alternation).
+
+Variants: ``reference`` (LoRA layers run at every step), ``merged adapters``
+(``ShowMePipeline(merge_adapters=True)``), ``merged + channels-last`` (convolution weights
+and activations in channels-last layout) and, with ``--compile``, ``torch.compile`` of the UNet
+(with its LoRA layers; compile time reported). Every variant's frames are compared with the
+reference's (max absolute difference in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from showme_model.pipeline import ShowMePipeline, default_model_path
+
+MATMUL_SIZE = 1024
+INSTRUCTION = "open the drawer"
+
+
+def to_channels_last(module: torch.nn.Module) -> None:
+    """Store every 2-D convolution weight of ``module`` in channels-last layout."""
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            layer.weight.data = layer.weight.data.contiguous(memory_format=torch.channels_last)
+
+
+def cpu_seconds(run: Callable[[], object]) -> float:
+    """CPU time of one call of ``run``."""
+    start = time.process_time()
+    run()
+    return time.process_time() - start
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile the UNet")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    folder = default_model_path()
+    variants = {
+        "reference": ShowMePipeline.from_pretrained(folder, image_cache_size=0),
+        "merged adapters": ShowMePipeline.from_pretrained(
+            folder, image_cache_size=0, merge_adapters=True
+        ),
+        "merged + channels-last": ShowMePipeline.from_pretrained(
+            folder, image_cache_size=0, merge_adapters=True
+        ),
+    }
+    to_channels_last(variants["merged + channels-last"].model)
+    compile_seconds: dict[str, float] = {}
+    if args.compile:
+        variants["torch.compile (UNet)"] = ShowMePipeline.from_pretrained(
+            folder, image_cache_size=0
+        )
+        variants["torch.compile (UNet)"].model.unet.compile()
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    rows = []
+    for mode in ("image", "video"):
+
+        def call(pipeline: ShowMePipeline, mode: str = mode) -> np.ndarray:
+            return pipeline(image, INSTRUCTION, mode, seed=0, output_type="float").frames
+
+        outputs = {}
+        for name, pipeline in variants.items():
+            start = time.perf_counter()
+            outputs[name] = call(pipeline)  # warm-up (and compilation)
+            compile_seconds[f"{name} {mode}"] = time.perf_counter() - start
+        gflop = {}
+        for name in variants:
+            counted = "reference" if name.startswith("torch.compile") else name
+            if counted not in gflop:
+                with FlopCounterMode(display=False) as counter:
+                    call(variants[counted])
+                gflop[counted] = counter.get_total_flops() / 1e9
+            gflop[name] = gflop[counted]
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        matmul: list[float] = []
+        for _ in range(args.repeats):
+            for name, pipeline in variants.items():
+                times[name].append(cpu_seconds(lambda p=pipeline: call(p)))
+            matmul.append(cpu_seconds(lambda: a @ b))
+        rate = 2 * MATMUL_SIZE**3 / statistics.median(matmul) / 1e9
+        reference = statistics.median(times["reference"])
+        for name, samples in times.items():
+            seconds = statistics.median(samples)
+            floor = gflop[name] / rate
+            diff = np.abs(outputs[name] - outputs["reference"]).max()
+            label = "goal image" if mode == "image" else "8-frame rollout"
+            note = ""
+            if name.startswith("torch.compile"):
+                note = f" (first call {compile_seconds[f'{name} {mode}']:.0f} s wall)"
+            rows.append(
+                f"| {label} | {name}{note} | {seconds:.3f} | {reference / seconds:.2f}x | "
+                f"{gflop[name]:.2f} | {rate:.0f} | {floor:.3f} | {seconds / floor:.2f}x | "
+                f"{diff:.1e} |"
+            )
+    header = (
+        f"Command: `{' '.join(['python', *sys.argv])}` (torch {torch.__version__}, 1 thread, "
+        f"CPU seconds, median of {args.repeats}; showme-metaworld-64, 10 DDIM steps, guidance 1)"
+        "\n\n| call | variant | CPU s | speed-up | GFLOP | matmul GFLOP/s | floor s | "
+        "x floor | max frame diff |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    table = header + "\n".join(rows) + "\n"
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

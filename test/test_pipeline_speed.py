@@ -1,0 +1,49 @@
+"""Speed options of ShowMePipeline give the frames of the reference path: merged adapters."""
+
+import numpy as np
+import pytest
+import torch
+from peft.tuners.lora import LoraLayer
+
+from showme_model import adapters
+from showme_model.model import ShowMeModel
+from showme_model.pipeline import ShowMePipeline
+
+
+def tiny_model() -> ShowMeModel:
+    torch.manual_seed(0)
+    model = ShowMeModel.from_config_name("tiny")
+    for role in ("manipulation", "prediction"):
+        adapters.add_adapter(model, role, rank=4)
+    with torch.no_grad():  # give the adapters an effect (fresh LoRA B is zero)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+
+
+def test_merged_adapters_give_the_reference_frames_without_running_lora_layers(image):
+    reference = ShowMePipeline(tiny_model())
+    merged = ShowMePipeline(tiny_model(), merge_adapters=True)
+    before = {key: value.clone() for key, value in merged.model.state_dict().items()}
+    lora_calls = []
+    for layer in merged.model.unet.modules():
+        if isinstance(layer, LoraLayer):
+            layer.register_forward_hook(lambda *_: lora_calls.append(1))
+    kwargs = {"num_frames": 3, "num_inference_steps": 3, "seed": 4, "output_type": "float"}
+    for mode in ("video", "image", "video"):  # the merged copy follows the mode's adapters
+        expected = reference(image, "push", mode, **kwargs).frames
+        result = merged(image, "push", mode, **kwargs).frames
+        assert np.abs(result - expected).max() < 1e-5, mode
+    assert not lora_calls
+    # The model itself is untouched: same weights, adapters not merged into them.
+    after = merged.model.state_dict()
+    assert all(torch.equal(after[key], value) for key, value in before.items())
+    assert not any(
+        layer.merged for layer in merged.model.unet.modules() if isinstance(layer, LoraLayer)
+    )
