@@ -28,6 +28,7 @@ import numpy as np
 import psutil
 import torch
 from bench_pipeline_gpu import sd_vae
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 
 from showme_model import adapters
@@ -78,14 +79,18 @@ def openclip_image_encoder() -> OpenCLIPImageEncoder:
     return OpenCLIPImageEncoder(CLIPVisionModel(config))
 
 
+def showme_unet() -> ShowMeUNet:
+    """The preset's UNet as ShowMe's release runs it (temporal convolutions on in image mode)."""
+    return ShowMeUNet(**{**unet_config(PRESET), "image_mode_temporal_convs": True})
+
+
 def full_size_model(dtype: torch.dtype) -> ShowMeModel:
     """dynamicrafter-256 with ShowMe's adapters, random weights created in ``dtype``."""
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        unet = ShowMeUNet(**{**unet_config(PRESET), "image_mode_temporal_convs": True})
         model = ShowMeModel(
-            unet,
+            showme_unet(),
             sd_vae(),
             openclip_text_encoder(),
             openclip_image_encoder(),
@@ -97,6 +102,28 @@ def full_size_model(dtype: torch.dtype) -> ShowMeModel:
     finally:
         torch.set_default_dtype(default)
     return model.eval()
+
+
+def unet_tflop(mode: str, frames: int, batch: int) -> float:
+    """TFLOP of one UNet forward as the run makes it (adapters acting), counted on meta tensors."""
+    with torch.device("meta"):
+        model = ShowMeModel(
+            showme_unet(), None, None, None, ImageProjector(), scheduler_config(PRESET)
+        )
+        for role in ("manipulation", "prediction"):
+            adapters.add_adapter(model, role)
+    roles = adapters.IMAGE_MODE_ROLES if mode == "image" else adapters.VIDEO_MODE_ROLES
+    count = frames if mode == "video" else 1
+    sample = torch.zeros(batch, 8, count, 32, 32, device="meta")
+    context = torch.zeros(batch, 77 + 256, 1024, device="meta")
+    timestep = torch.full((batch,), 500, device="meta")
+    with (
+        adapters.active_adapters(model, roles),
+        torch.no_grad(),
+        FlopCounterMode(display=False) as counter,
+    ):
+        model.unet(sample, timestep, context, temporal=mode == "video")
+    return counter.get_total_flops() / 1e12
 
 
 def run_configuration(mode: str, dtype: str, frames: int, steps: int, guidance: float) -> dict:
@@ -240,18 +267,21 @@ def main() -> None:
     )
     print(
         "| output | dtype | peak RSS (GiB) | RSS after build (GiB) | UNet forward, batch "
-        f"{rows[0]['forward_batch']}: wall / CPU s | encode / denoise / decode s | output | "
-        "frame stamps | check |"
+        f"{rows[0]['forward_batch']}: wall / CPU s | TFLOP / forward (GFLOP/CPU-s) | "
+        "encode / denoise / decode s | output | frame stamps | check |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
     for row in rows:
         name = "goal image" if row["mode"] == "image" else f"{args.frames}-frame rollout"
         seconds = " / ".join(f"{row['seconds'][k]:.1f}" for k in ("encode", "denoise", "decode"))
         stamps = frame_stamps(row["mode"], row["shape"][1], args.frames)
+        tflop = unet_tflop(row["mode"], args.frames, row["forward_batch"])
+        rate = tflop * 1e3 / np.median(row["forward_cpu"])
         print(
             f"| {name} | {row['dtype']} | {row['peak_rss'] / 2**30:.2f} | "
             f"{row['rss_built'] / 2**30:.2f} | {np.median(row['forward_wall']):.1f} / "
-            f"{np.median(row['forward_cpu']):.1f} | {seconds} | {tuple(row['shape'])} | "
+            f"{np.median(row['forward_cpu']):.1f} | {tflop:.2f} ({rate:.0f}) | {seconds} | "
+            f"{tuple(row['shape'])} | "
             f"{stamps[0]:.1f}..{stamps[-1]:.1f} s ({len(stamps)}) | "
             f"{'; '.join(row['problems']) or 'ok'} |"
         )
