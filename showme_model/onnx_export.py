@@ -99,22 +99,24 @@ class ModeUNet(nn.Module):
         )
 
 
+def frame_size(model: ShowMeModel) -> tuple[int, int]:
+    """``(H, W)`` of the frames the model makes."""
+    size = model.vae.config.sample_size
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 def latent_size(model: ShowMeModel) -> tuple[int, int]:
     """``(h, w)`` of the latents of the frames the model makes."""
-    size = model.vae.config.sample_size
-    height, width = (size, size) if isinstance(size, int) else size
     factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
+    height, width = frame_size(model)
     return height // factor, width // factor
 
 
 @torch.no_grad()
 def context_length(model: ShowMeModel) -> int:
     """Tokens in the UNet context: the text encoder's plus the image projector's."""
-    height, width = latent_size(model)
-    factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
-    image = torch.zeros(1, 3, height * factor, width * factor)
-    text = model.encode_text([""]).shape[1]
-    return text + model.encode_image_context(image.to(model.device, model.dtype)).shape[1]
+    image = torch.zeros(1, 3, *frame_size(model), device=model.device, dtype=model.dtype)
+    return model.encode_text([""]).shape[1] + model.encode_image_context(image).shape[1]
 
 
 def example_inputs(
