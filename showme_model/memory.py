@@ -4,8 +4,8 @@ The encoders run once per request (the pipeline caches their embeddings), then t
 for every step. :class:`EncoderOffload` keeps their weights elsewhere except while they encode:
 
 - ``storage="cpu"``: moved to CPU memory after encoding and back to the execution device before
-  the next encoding. On a discrete GPU the device then holds only the UNet, VAE and image
-  projector while denoising.
+  the next encoding, one encoder at a time. On a discrete GPU the device then holds only the
+  UNet, VAE and image projector while denoising.
 - ``storage="disk"``: dropped after encoding and read back from a safetensors file (written once,
   when offloading is enabled) before the next encoding. This is the form that saves memory where
   CPU and GPU share it (Jetson): moving weights to "CPU memory" there frees nothing.
@@ -78,9 +78,14 @@ class EncoderOffload:
         return self.folder / f"{name}.safetensors"
 
     def onload(self, name: str) -> None:
-        """Put encoder ``name`` on the execution device (nothing for other components)."""
+        """Put encoder ``name`` on the execution device, offloading the other encoder first.
+
+        One encoder at a time: a request's text tokens are computed before its image tokens,
+        so the two never need to be on the device together. Other components are ignored.
+        """
         if name not in ENCODERS or name in self._resident:
             return
+        self.offload()
         module = getattr(self.model, name)
         if self.storage == "cpu":
             module.to(self.device)
@@ -92,7 +97,7 @@ class EncoderOffload:
         self._resident.add(name)
 
     def offload(self) -> None:
-        """Move (``cpu``) or drop (``disk``) the encoders' weights."""
+        """Move (``cpu``) or drop (``disk``) the resident encoders' weights."""
         for name in sorted(self._resident):
             module = getattr(self.model, name)
             if self.storage == "cpu":
@@ -107,3 +112,4 @@ class EncoderOffload:
         for name in ENCODERS:
             self.onload(name)
             getattr(self.model, name).to("cpu")
+            self._resident.discard(name)  # kept from now on, not offloaded by the next onload
