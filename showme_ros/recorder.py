@@ -70,7 +70,8 @@ class McapRecorder:
     """Record ``topics`` (name -> type, e.g. ``sensor_msgs/msg/Image``) of ``node`` to ``path``.
 
     ``path`` is the rosbag2 folder to create (it must not exist); the MCAP file inside is named
-    after it. Receive times come from the node's clock, so ``use_sim_time`` is honoured. Use it
+    after it. ``qos`` is one profile for every topic, or one per topic (best effort where none is
+    given). Receive times come from the node's clock, so ``use_sim_time`` is honoured. Use it
     as a context manager, or call :meth:`start` and :meth:`stop`; the node must be spun in
     between for messages to arrive.
     """
@@ -80,7 +81,7 @@ class McapRecorder:
         node: Node,
         path: str | Path,
         topics: Mapping[str, str],
-        qos: QoSProfile = DEFAULT_QOS,
+        qos: QoSProfile | Mapping[str, QoSProfile] = DEFAULT_QOS,
     ) -> None:
         if not topics:
             raise ValueError("no topics to record")
@@ -106,7 +107,7 @@ class McapRecorder:
                     classes[topic],
                     topic,
                     self._writer_callback(topic, connection),
-                    self.qos,
+                    self.qos.get(topic, DEFAULT_QOS) if isinstance(self.qos, Mapping) else self.qos,
                     raw=True,
                 )
             )
