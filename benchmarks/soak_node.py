@@ -125,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-mixed", type=int, default=10)
     parser.add_argument("--burst-calls", type=int, default=100)
     parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument(
+        "--param", action="append", default=[], help="extra node parameter, name:=value"
+    )
     args = parser.parse_args(argv)
     overrides = ["-p", f"inference.num_steps:={args.steps}", "-p", "limits.max_frame_age:=0.0"]
+    for item in args.param:
+        overrides += ["-p", item]
     command = [*node_command({"device": "cpu"}), *overrides]
     env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT), "OMP_NUM_THREADS": "1"}
     node = psutil.Popen(command, env=env, stdout=sys.stderr, stderr=sys.stderr)
