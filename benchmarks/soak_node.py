@@ -49,8 +49,6 @@ def stop_node(node: psutil.Popen) -> int:
         return node.wait()
 
 
-
-
 def burst(client: ShowMeClient, calls: int, goals: int, timeout: float) -> Counter:
     """Send ``calls`` service requests and ``goals`` action goals at once; count the answers."""
     request = make_request("push the block", image=np.zeros((64, 64, 3), np.uint8))
