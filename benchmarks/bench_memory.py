@@ -5,9 +5,9 @@
 The model is ``dynamicrafter-256`` with ShowMe's adapters and OpenCLIP ViT-H-14 encoders at
 their real sizes, random weights (``bench_full_size.full_size_model``), written once as a
 ``bf16`` weight variant and loaded from it (``variant="bf16"``) by every configuration. Each
-configuration runs in a fresh subprocess: load (the weights copied out of the memory-mapped
-files into the process's own memory, which RSS counts reliably), one warm-up prediction (its
-activations' memory is returned to the system), then the measured
+configuration runs in a fresh subprocess: load (its peak RSS recorded), copy the weights out of
+the memory-mapped files into the process's own memory (which RSS counts reliably), one warm-up
+prediction (its activations' memory is returned to the system), then the measured
 prediction (256x256, 1 DDIM step, CFG 7.5: cond and uncond in one UNet forward); peak RSS from
 ``getrusage`` and the RSS sampled every 5 ms, split by the pipeline's encode / denoise / decode
 phases. On the CPU the process's memory is what a device with memory shared by CPU and GPU
@@ -83,6 +83,7 @@ def run_configuration(name: str, folder: Path, frames: int) -> dict:
     """Load the model, apply the options of ``name``, make one prediction, report memory."""
     mode, options = CONFIGURATIONS[name]
     pipeline = ShowMePipeline.from_pretrained(folder, variant="bf16", image_cache_size=0)
+    load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with torch.no_grad():  # own memory, not pages of the memory-mapped files the system may drop
         for parameter in pipeline.model.parameters():
             parameter.data = parameter.data.clone()
@@ -110,8 +111,7 @@ def run_configuration(name: str, folder: Path, frames: int) -> dict:
             output_type="uint8",
         )
 
-    load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    predict()  # pages every weight in: safetensors files are memory-mapped when loaded
+    predict()  # warm-up: one-time allocations happen here, activations are returned
     sampler = RssSampler()
     sampler.start()
     time.sleep(0.05)
