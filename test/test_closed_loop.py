@@ -8,8 +8,6 @@ world model; success is Meta-World's own criterion.
 import itertools
 import os
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -235,43 +233,21 @@ def test_rollout_previews_and_two_step_chaining_plan_without_moving_the_robot(lo
     assert robot.scene().unchanged  # planning alone never moves the robot
 
 
-PARITY = textwrap.dedent(
-    """
-    import os, sys
-    from pathlib import Path
-    import numpy as np
-    from showme_ros.sim_world import SimWorld
+def test_a_skill_from_the_start_state_ends_where_the_training_clip_ends(world):
+    """Parity with the clip generator: same start, same expert, same final state."""
     from training.data.metaworld_gen import Generator
 
-    layout_seed = int(sys.argv[1])
-    world = SimWorld(320, 240)
     generator = Generator(Path(os.devnull), size=16, frames=2)
     scene = world.scenes["door"]  # its two tasks start from different hand targets
     for task in scene.tasks:
-        layout = type("Layout", (), {"scene": scene, "seed": layout_seed})
+        layout = type("Layout", (), {"scene": scene, "seed": LAYOUT})
         qpos, body_pos = generator._shared_start(layout)
         expert = generator._env(task)
         expert.set_start(qpos, body_pos)
         states, _ = expert.rollout()
-        world.reset("door", layout_seed)
-        assert world.execute(task.removesuffix("-v3")).success, task
+        world.reset("door", LAYOUT)
+        assert world.execute(task.removesuffix("-v3")).success
         np.testing.assert_allclose(world.qpos(), states[-1], atol=1e-6)
-    print("parity")
-    """
-)
-
-
-def test_a_skill_from_the_start_state_ends_where_the_training_clip_ends():
-    """Parity with the clip generator: same start, same expert, same final state.
-
-    In a process of its own: the generator's and the simulator's renderers each hold an EGL
-    context, and MuJoCo contexts made beside other tests' renderers in one process can abort it.
-    """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", PARITY, str(LAYOUT)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0 and "parity" in done.stdout, done.stderr[-3000:]
 
 
 def test_skills_chain_from_where_the_last_one_left_the_arm(world):
