@@ -9,3 +9,5 @@ os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(1, 100))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="showme-ros-log-")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# MuJoCo picks its GL backend when first imported; headless rendering needs EGL in every test.
+os.environ.setdefault("MUJOCO_GL", "egl")
