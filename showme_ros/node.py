@@ -386,8 +386,8 @@ class PredictorNode(LifecycleNode):
         for prediction in predictions:
             video = prediction.mode == PredictedRollout.MODE_ROLLOUT
             publisher = self._rollout_frames_publisher if video else self._goal_debug_publisher
-            if publisher is None:
-                continue
+            if publisher is None or publisher.get_subscription_count() == 0:
+                continue  # nobody watches: skip serialising camera-sized frames
             for frame in prediction.frames:
                 publisher.publish(frame)
 
