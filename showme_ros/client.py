@@ -1,6 +1,6 @@
 """A small rclpy client of the showme node: inputs, service, action, lifecycle and parameters.
 
-Used by the demo, the example planner and the load test; each ``ShowMeClient`` owns a node and
+Used by the demo, the planner node, the tests and the load test; each ``ShowMeClient`` owns a node and
 a single-threaded executor, so several clients can run in parallel threads.
 """
 

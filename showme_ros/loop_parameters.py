@@ -1,21 +1,15 @@
 """Parameters of the closed-loop nodes (``sim_robot`` and ``planner``), declared with descriptors.
 
-The specs use the world-model node's :class:`~showme_ros.parameters.Spec`; ``config/sim_robot.yaml``
-and ``config/planner.yaml`` document the same parameters (a test checks that they agree).
+The specs use the world-model node's :class:`~showme_ros.parameters.Spec` and are declared with
+its :func:`~showme_ros.parameters.declare`; ``config/sim_robot.yaml`` and ``config/planner.yaml``
+document the same parameters (a test checks that they agree).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 
 from showme_ros.parameters import Spec
 
@@ -152,52 +146,6 @@ PLANNER: tuple[Spec, ...] = (
         bounds=(0.1, 600.0),
     ),
 )
-
-
-def _descriptor(spec: Spec) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
-    if spec.choices:
-        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-    if spec.bounds is not None and isinstance(spec.default, float):
-        low, high = (float(b) for b in spec.bounds)
-        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
-    elif spec.bounds is not None:
-        low, high = (int(b) for b in spec.bounds)
-        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-    return descriptor
-
-
-def _choice_check(specs: tuple[Spec, ...]) -> Any:
-    choices = {spec.name: spec.choices for spec in specs if spec.choices}
-
-    def check(parameters: list[Parameter]) -> SetParametersResult:
-        for parameter in parameters:
-            allowed = choices.get(parameter.name)
-            if allowed and parameter.value not in allowed:
-                return SetParametersResult(
-                    successful=False,
-                    reason=f"{parameter.name} must be one of {', '.join(allowed)}; "
-                    f"got {parameter.value!r}",
-                )
-        return SetParametersResult(successful=True)
-
-    return check
-
-
-def declare(node: Node, specs: tuple[Spec, ...]) -> None:
-    """Declare ``specs`` on ``node`` with descriptors; choices are checked on every set.
-
-    Raises:
-        ValueError: A parameter given at start is not one of its choices.
-
-    """
-    check = _choice_check(specs)
-    node.add_on_set_parameters_callback(check)
-    for spec in specs:
-        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
-    result = check([node.get_parameter(spec.name) for spec in specs if spec.choices])
-    if not result.successful:
-        raise ValueError(result.reason)
 
 
 def values(node: Node, specs: tuple[Spec, ...]) -> dict[str, Any]:

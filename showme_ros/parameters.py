@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,26 +280,35 @@ def _descriptor(spec: Spec) -> ParameterDescriptor:
     return descriptor
 
 
-def _check_choices(parameters: list[Parameter]) -> SetParametersResult:
-    choices = {spec.name: spec.choices for spec in SPECS if spec.choices}
-    for parameter in parameters:
-        allowed = choices.get(parameter.name)
-        if allowed and parameter.value not in allowed:
-            return SetParametersResult(
-                successful=False,
-                reason=f"{parameter.name} must be one of {', '.join(allowed)}; "
-                f"got {parameter.value!r}",
-            )
-    return SetParametersResult(successful=True)
+def _choice_check(specs: tuple[Spec, ...]) -> Callable[[list[Parameter]], SetParametersResult]:
+    choices = {spec.name: spec.choices for spec in specs if spec.choices}
+
+    def check(parameters: list[Parameter]) -> SetParametersResult:
+        for parameter in parameters:
+            allowed = choices.get(parameter.name)
+            if allowed and parameter.value not in allowed:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{parameter.name} must be one of {', '.join(allowed)}; "
+                    f"got {parameter.value!r}",
+                )
+        return SetParametersResult(successful=True)
+
+    return check
 
 
-def declare(node: Node) -> None:
-    """Declare every parameter on ``node`` with its descriptor, and check choices on set."""
-    node.add_on_set_parameters_callback(_check_choices)
-    for spec in SPECS:
+def declare(node: Node, specs: tuple[Spec, ...] = SPECS) -> None:
+    """Declare ``specs`` on ``node`` with their descriptors; choices are checked on every set.
+
+    Raises:
+        ValueError: A parameter given at start is not one of its choices.
+
+    """
+    check = _choice_check(specs)
+    node.add_on_set_parameters_callback(check)
+    for spec in specs:
         node.declare_parameter(spec.name, spec.default, _descriptor(spec))
-    overrides = [node.get_parameter(spec.name) for spec in SPECS if spec.choices]
-    result = _check_choices(overrides)
+    result = check([node.get_parameter(spec.name) for spec in specs if spec.choices])
     if not result.successful:
         raise ValueError(result.reason)
 

@@ -33,7 +33,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
-from showme_ros import loop_parameters, planning
+from showme_ros import loop_parameters, parameters, planning
 from showme_ros.action import PlanAndExecute
 from showme_ros.client import make_request, succeeded
 from showme_ros.image_conversion import image_to_rgb, is_empty, rgb_to_image
@@ -52,7 +52,7 @@ class PlannerNode(LifecycleNode):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        loop_parameters.declare(self, loop_parameters.PLANNER)
+        parameters.declare(self, loop_parameters.PLANNER)
         self.settings = loop_parameters.values(self, loop_parameters.PLANNER)
         self._frame: Image | None = None
         self._frame_lock = threading.Lock()

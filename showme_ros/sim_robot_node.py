@@ -36,7 +36,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from showme_ros import loop_parameters
+from showme_ros import loop_parameters, parameters
 from showme_ros.action import ExecuteSkill
 from showme_ros.image_conversion import rgb_to_image
 from showme_ros.sim_world import NOOP_SKILL, SimWorld, SkillOutcome, scene_names
@@ -130,7 +130,7 @@ class SimRobotNode(LifecycleNode):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        loop_parameters.declare(self, loop_parameters.SIM_ROBOT)
+        parameters.declare(self, loop_parameters.SIM_ROBOT)
         self.settings = loop_parameters.values(self, loop_parameters.SIM_ROBOT)
         self._sim: SimulatorThread | None = None
         self._fovy = 45.0
