@@ -1,7 +1,7 @@
 """A small rclpy client of the showme node: inputs, service, action, lifecycle and parameters.
 
-Used by the demo, the planner node, the tests and the load test; each ``ShowMeClient`` owns a node and
-a single-threaded executor, so several clients can run in parallel threads.
+Used by the demo, the planner node, the tests and the load test; each ``ShowMeClient`` owns a
+node and a single-threaded executor, so several clients can run in parallel threads.
 """
 
 from __future__ import annotations
