@@ -17,7 +17,8 @@ goals and continuous-mode predictions share one path: the same validation, limit
 and error handling. The model is loaded on activate and freed on deactivate. Inference runs in a
 reentrant callback group under a multi-threaded executor, one job at a time; up to
 ``queue_size`` requests wait, later ones are answered at once with BUSY. The transport queues
-hold ``max_pending_requests`` requests, so a burst gets answers instead of silence. No
+hold ``max_pending_requests`` requests, so a burst gets answers instead of silence, and a
+response to a client still being discovered is resent (:mod:`showme_ros.responses`). No
 callback's exception ends the process (:class:`~showme_ros.executor.ResilientExecutor`).
 """
 
@@ -59,6 +60,7 @@ from showme_ros.errors import (
 from showme_ros.executor import ResilientExecutor
 from showme_ros.jobs import MODE_CODES, CameraTopics, Job, LatestInputs, build_job
 from showme_ros.msg import ErrorCode, PredictedRollout
+from showme_ros.responses import deliver_patiently
 from showme_ros.srv import Predict
 
 NODE_NAME = "predictor"
@@ -124,12 +126,15 @@ class PredictorNode(LifecycleNode):
             depth=self.settings.max_pending_requests,
             reliability=ReliabilityPolicy.RELIABLE,
         )
-        self.create_service(
-            Predict,
-            "predict",
-            self._on_predict,
-            qos_profile=requests_qos,
-            callback_group=self._inference_group,
+        deliver_patiently(
+            self.create_service(
+                Predict,
+                "predict",
+                self._on_predict,
+                qos_profile=requests_qos,
+                callback_group=self._inference_group,
+            ),
+            self._report_late_delivery,
         )
         self._action_server = ActionServer(
             self,
@@ -229,6 +234,11 @@ class PredictorNode(LifecycleNode):
             if self._engine is not None:
                 self._engine.close()
             self._engine = None
+
+    def _report_late_delivery(self, retries: int) -> None:
+        self.get_logger().info(
+            f"a response was resent {retries} time(s) while its client was being discovered"
+        )
 
     def report_callback_error(self, error: BaseException) -> None:
         """Log and count an exception that escaped a callback; the node keeps serving."""

@@ -39,6 +39,7 @@ from std_msgs.msg import Header
 from showme_ros import loop_parameters, parameters
 from showme_ros.action import ExecuteSkill
 from showme_ros.image_conversion import rgb_to_image
+from showme_ros.responses import deliver_patiently
 from showme_ros.sim_world import NOOP_SKILL, SimWorld, SkillOutcome, scene_names
 from showme_ros.srv import GetScene, ResetScene
 
@@ -138,8 +139,12 @@ class SimRobotNode(LifecycleNode):
         self._image_publisher = None
         self._info_publisher = None
         group = ReentrantCallbackGroup()
-        self.create_service(ResetScene, "reset_scene", self._on_reset, callback_group=group)
-        self.create_service(GetScene, "get_scene", self._on_get_scene, callback_group=group)
+        deliver_patiently(
+            self.create_service(ResetScene, "reset_scene", self._on_reset, callback_group=group)
+        )
+        deliver_patiently(
+            self.create_service(GetScene, "get_scene", self._on_get_scene, callback_group=group)
+        )
         self._action_server = ActionServer(
             self,
             ExecuteSkill,
