@@ -59,6 +59,7 @@ from showme_ros.errors import (
 )
 from showme_ros.executor import ResilientExecutor
 from showme_ros.jobs import MODE_CODES, CameraTopics, Job, LatestInputs, build_job
+from showme_ros.middleware import free_transport_buffers
 from showme_ros.msg import ErrorCode, PredictedRollout
 from showme_ros.responses import deliver_patiently
 from showme_ros.srv import Predict
@@ -432,8 +433,11 @@ class PredictorNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Run the node until shutdown; activates it at start unless told to wait."""
     flat_memory = return_large_buffers_to_the_os()
+    middleware_warning = free_transport_buffers()
     rclpy.init(args=args)
     node = PredictorNode()
+    if middleware_warning:
+        node.get_logger().warning(middleware_warning)
     if not flat_memory:
         node.get_logger().warning(
             "cannot set the C library's mmap threshold (not glibc?): freed camera-frame "

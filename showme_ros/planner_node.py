@@ -38,6 +38,7 @@ from showme_ros.action import PlanAndExecute
 from showme_ros.client import make_request, succeeded
 from showme_ros.image_conversion import image_to_rgb, is_empty, rgb_to_image
 from showme_ros.loop_clients import RobotClient, WorldModelClient
+from showme_ros.middleware import free_transport_buffers
 from showme_ros.sim_world import NOOP_SKILL
 
 NODE_NAME = "planner"
@@ -307,8 +308,11 @@ class Predictor:
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until shutdown; configures and activates it unless told to wait."""
+    middleware_warning = free_transport_buffers()
     rclpy.init(args=args)
     node = PlannerNode()
+    if middleware_warning:
+        node.get_logger().warning(middleware_warning)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:

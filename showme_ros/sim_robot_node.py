@@ -39,6 +39,7 @@ from std_msgs.msg import Header
 from showme_ros import loop_parameters, parameters
 from showme_ros.action import ExecuteSkill
 from showme_ros.image_conversion import rgb_to_image
+from showme_ros.middleware import free_transport_buffers
 from showme_ros.responses import deliver_patiently
 from showme_ros.sim_world import NOOP_SKILL, SimWorld, SkillOutcome, scene_names
 from showme_ros.srv import GetScene, ResetScene
@@ -361,8 +362,11 @@ def camera_info(header: Header, width: int, height: int, fovy_deg: float) -> Cam
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until shutdown; configures and activates it unless told to wait."""
+    middleware_warning = free_transport_buffers()
     rclpy.init(args=args)
     node = SimRobotNode()
+    if middleware_warning:
+        node.get_logger().warning(middleware_warning)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
