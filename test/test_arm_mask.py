@@ -64,6 +64,8 @@ def test_masks_of_a_generated_clip_follow_the_arm(tmp_path):
     frames = np.load(tmp_path / opened.path)["frames"]
     changed = np.abs(frames[0].astype(int) - frames[-1].astype(int)).sum(-1) > 30
     assert (changed & (masks[0] | masks[-1])).sum() > 0.5 * changed.sum()
+    ends = clip_arm_masks([opened], tmp_path, frames=(0, -1))[0]  # renders only those frames
+    np.testing.assert_array_equal(ends, masks[[0, -1]])
     clip = dict(np.load(tmp_path / opened.path))
     clip["frames"][2, 5, 5] ^= 1
     np.savez(tmp_path / opened.path, **clip)

@@ -94,9 +94,8 @@ def test_video_mode_scores_rollouts_and_motion(manifest, tmp_path):
     assert len(moving["per_sample"]) == 6
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    """A tiny random model folder that stores its own sampler settings."""
+def save_tiny_model(folder):
+    """Write a tiny random model folder that stores its own sampler settings; return it."""
     import torch
 
     from showme_model.model import ShowMeModel
@@ -105,9 +104,13 @@ def tiny_folder(tmp_path_factory):
     torch.manual_seed(0)
     model = ShowMeModel.from_config_name("tiny")
     model.sampler_config = SamplerConfig(num_inference_steps=2, guidance_scale=2.0, num_frames=4)
-    folder = tmp_path_factory.mktemp("model")
     model.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 def test_real_tiny_pipeline_end_to_end_with_the_stored_settings(manifest, tiny_folder, tmp_path):
@@ -127,6 +130,7 @@ def test_real_tiny_pipeline_end_to_end_with_the_stored_settings(manifest, tiny_f
 
 
 def test_predictions_do_not_depend_on_the_batch_size(manifest, tiny_folder):
+    from showme_model.pipeline import ShowMePipeline
     from training.evaluate import (
         build_parser,
         load_samples,
@@ -136,7 +140,8 @@ def test_predictions_do_not_depend_on_the_batch_size(manifest, tiny_folder):
     )
 
     args = build_parser().parse_args(["--model", str(tiny_folder), "--manifest", str(manifest)])
-    predictor = pipeline_predictor(tiny_folder, "image", sampler_settings(args), "cpu")
+    pipeline = ShowMePipeline.from_pretrained(tiny_folder)
+    predictor = pipeline_predictor(pipeline, "image", sampler_settings(args))
     samples, _ = load_samples(manifest, "test", limit=4)
     one = predict_all(samples, predictor, batch_size=1, seed=3)
     three = predict_all(samples, predictor, batch_size=3, seed=3)
@@ -176,3 +181,29 @@ def test_too_short_rollout_is_refused_before_any_prediction(manifest, tmp_path):
     with pytest.raises(SystemExit, match="--num-frames must be >= 3"):
         main(argv, predictor=predictor)
     assert calls == [] and not (tmp_path / "short.json").exists()
+
+
+def test_off_arm_needs_metaworld_clips_and_says_so_before_predicting(manifest, tmp_path):
+    calls = []
+
+    def predictor(images, instructions, seeds):
+        calls.append(len(images))
+        return _copy_predictor(images, instructions, seeds)
+
+    argv = ["--model", "unused", "--manifest", str(manifest), "--off-arm"]
+    with pytest.raises(SystemExit, match="not a Meta-World generator clip"):
+        main([*argv, "--out", str(tmp_path / "x.json")], predictor=predictor)
+    assert calls == []
+
+
+def test_the_autoencoder_reconstruction_keeps_each_frame_size(tiny_folder):
+    from showme_model.pipeline import ShowMePipeline
+    from training.evaluate import pipeline_reconstructor
+
+    reconstruct = pipeline_reconstructor(ShowMePipeline.from_pretrained(tiny_folder))
+    frames = [_clip(1, 0)[-1], np.full((40, 48, 3), 200, np.uint8)]
+    first, second = reconstruct(frames)
+    assert first.shape == (SIZE, SIZE, 3) and second.shape == (40, 48, 3)
+    assert first.dtype == np.uint8
+    np.testing.assert_array_equal(reconstruct(frames)[0], first)  # the posterior mode
+    assert not np.array_equal(reconstruct([frames[0] // 2])[0], first)

@@ -1,4 +1,4 @@
-"""Metrics on inputs whose answers are known: the motion score and swap accuracy.
+"""Metrics on inputs whose answers are known: motion, swap accuracy, pooled figures.
 
 PSNR and SSIM live in showme_model.metrics (test_metrics_image.py)."""
 
@@ -8,6 +8,8 @@ import pytest
 
 from training.metrics import motion_score, motion_smoothness, swap_accuracy
 from training.metrics.motion import is_dynamic, pair_magnitudes
+from training.metrics.summary import PSNR_CAP_DB, breakdown, capped, pooled
+from training.metrics.swap import swap_scores
 
 
 def _texture(size: int = 72, seed: int = 0) -> np.ndarray:
@@ -69,3 +71,26 @@ def test_swap_accuracy_on_synthetic_predictions():
     assert swap_accuracy([[(a, a), (a, a)]]) == 0.5  # identical outcomes: a tie is chance
     with pytest.raises(ValueError, match="two instructions"):
         swap_accuracy([[(a, a)]])
+
+
+def test_swap_scores_give_each_prediction_its_own_score():
+    a, b = _texture(seed=3), _texture(seed=4)
+    assert swap_scores([[(a, a), (a, b)], [(b, a), (a, b)]]) == [[1.0, 0.0], [0.0, 0.0]]
+    assert swap_scores([[(a[:4], a[:4]), (b[:4], b[:4])]]) == [[1.0, 1.0]]  # any pixel selection
+
+
+def test_figures_pool_over_the_clips_that_have_them_and_break_down_per_subset():
+    rows = [
+        {"id": "a", "task": "open", "layout_seed": 2, "goal_psnr": 20.0, "swap_accuracy": 1.0},
+        {"id": "b", "task": "close", "layout_seed": 2, "goal_psnr": 30.0, "swap_accuracy": 0.0},
+        {"id": "c", "task": "open", "layout_seed": 10, "goal_psnr": 40.0, "swap_accuracy": None},
+        {"id": "d", "task": None, "layout_seed": 10, "noop_input_psnr": 50.0},
+    ]
+    assert pooled(rows) == {"goal_psnr": 30.0, "swap_accuracy": 0.5, "noop_input_psnr": 50.0}
+    per_task = breakdown(rows, "task")
+    assert per_task == {
+        "close": {"num_samples": 1, "goal_psnr": 30.0, "swap_accuracy": 0.0},
+        "open": {"num_samples": 2, "goal_psnr": 30.0, "swap_accuracy": 1.0},
+    }
+    assert list(breakdown(rows, "layout_seed")) == ["2", "10"]  # numeric order
+    assert capped(float("inf")) == PSNR_CAP_DB

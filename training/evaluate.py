@@ -6,7 +6,11 @@ rollout with the true one (frame by frame, the true clip sampled evenly to the p
 and its last frame with the true final frame. The copy-the-input-frame baseline gets the same
 measurements. On scenes shared by opposite tasks (same start state, different instructions) the
 instruction-swap accuracy checks that each prediction is closer to its own instruction's outcome
-than to the other's. Results go to a JSON file and a markdown table next to it.
+than to the other's. These figures are over the skill clips; no-op ("do nothing") clips get
+their own (:mod:`training.metrics.noop`), and ``--off-arm`` adds the scene and the object
+measured off the robot arm (:mod:`training.metrics.off_arm`). Every figure is pooled over the
+clips and broken down per task, layout seed and opposite-task pair (Meta-World clips). Results
+go to a JSON file and a markdown table next to it.
 
 Sampler settings not given on the command line are the model folder's own
 (``sampler_config.json``). Each clip's sampler noise is seeded from ``--seed`` and the clip's id,
@@ -24,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -33,18 +38,26 @@ from showme_model.sampler_config import REFERENCE_SAMPLER_CONFIG, SamplerConfig
 from showme_model.schedulers import SCHEDULERS
 from training.data.clips import ClipError, read_clip
 from training.data.manifest import ClipRecord, read_manifest
-from training.metrics import motion_score, psnr, ssim, swap_accuracy
+from training.data.metaworld_gen import NOOP_TASK
+from training.metrics import motion_score, psnr, ssim
 from training.metrics.motion import SMOOTHNESS_MIN_FRAMES
+from training.metrics.noop import noop_scores
+from training.metrics.off_arm import off_arm_goal_scores, off_arm_swap_scores
+from training.metrics.summary import breakdown, capped, pooled
+from training.metrics.swap import swap_scores
 
-# Per-sample PSNR is capped before averaging so that an identical pair (infinite PSNR, e.g. a
-# baseline on a clip whose last frame equals its first) cannot swamp the mean.
-PSNR_CAP_DB = 100.0
+if TYPE_CHECKING:
+    from showme_model.pipeline import ShowMePipeline
+
 SCENE_KEY = "scene_id"
 PHRASINGS = ("recorded", "train", "eval")
+BREAKDOWNS = ("task", "layout_seed", "pair")
 
 Predictor = Callable[[list[np.ndarray], list[str], list[int]], list[np.ndarray]]
 """Maps first frames (uint8 HxWx3), instructions and per-clip seeds to predicted frames (uint8
 TxHxWx3 each)."""
+Reconstructor = Callable[[list[np.ndarray]], list[np.ndarray]]
+"""Maps frames (uint8 HxWx3) to the model autoencoder's reconstructions of them (same size)."""
 
 
 def clip_seed(seed: int, clip_id: str) -> int:
@@ -61,6 +74,26 @@ class EvalSample:
     instruction: str
     scene: str | None
     frames: np.ndarray
+    record: ClipRecord | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The manifest's metadata of the clip."""
+        return {} if self.record is None else self.record.meta
+
+    @property
+    def is_noop(self) -> bool:
+        """Whether the instruction is a "do nothing" one (a Meta-World no-op clip)."""
+        return self.meta.get("task") == NOOP_TASK
+
+    def labels(self) -> dict[str, Any]:
+        """Return the subsets of the clip: task, layout seed and opposite-task pair (or None)."""
+        task, opposite = self.meta.get("task"), self.meta.get("opposite")
+        return {
+            "task": task,
+            "layout_seed": self.meta.get("seed"),
+            "pair": "/".join(sorted((task, opposite))) if task and opposite else None,
+        }
 
     @property
     def first(self) -> np.ndarray:
@@ -137,7 +170,9 @@ def load_samples(
         if len(frames) < 2:
             skipped["short"] += 1
             continue
-        samples.append(EvalSample(record.id, instructions[record.id], _scene_of(record), frames))
+        samples.append(
+            EvalSample(record.id, instructions[record.id], _scene_of(record), frames, record)
+        )
     return samples, dict(skipped)
 
 
@@ -152,15 +187,11 @@ def _even(frames: np.ndarray, length: int) -> np.ndarray:
     return frames[np.rint(np.linspace(0, len(frames) - 1, length)).astype(int)]
 
 
-def _capped(value: float) -> float:
-    return min(value, PSNR_CAP_DB)
-
-
 def _video_scores(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     truth = _even(truth, len(prediction))
     pairs = list(zip(prediction, truth, strict=True))
     return (
-        float(np.mean([_capped(psnr(p, t)) for p, t in pairs])),
+        float(np.mean([capped(psnr(p, t)) for p, t in pairs])),
         float(np.mean([ssim(p, t) for p, t in pairs])),
     )
 
@@ -193,74 +224,134 @@ def predict_all(
     return predictions
 
 
-def _swap_scenes(
-    samples: Sequence[EvalSample], goals: Sequence[np.ndarray]
-) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    scenes: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    for sample, goal in zip(samples, goals, strict=True):
-        if sample.scene is not None:
-            scenes[sample.scene].append((goal, sample.final))
-    return [scene for scene in scenes.values() if len(scene) >= 2]
+def _swap_groups(samples: Sequence[EvalSample]) -> list[list[int]]:
+    """Group the skill clips (indices) of each scene given at least two instructions."""
+    scenes: dict[str, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        if sample.scene is not None and not sample.is_noop:
+            scenes[sample.scene].append(index)
+    return [group for group in scenes.values() if len(group) >= 2]
+
+
+def _noop_layouts(samples: Sequence[EvalSample]) -> list[tuple[int, list[int]]]:
+    """``(no-op clip, skill clips)`` indices of each scene layout that has a no-op clip."""
+    layouts: dict[str, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        if sample.meta.get("start_of") is not None:
+            layouts[sample.meta["start_of"]].append(index)
+    found = []
+    for layout, group in layouts.items():
+        noops = [index for index in group if samples[index].is_noop]
+        if len(noops) > 1:
+            raise ValueError(f"layout {layout!r} has {len(noops)} no-op clips, expected one")
+        if noops:
+            found.append((noops[0], [index for index in group if not samples[index].is_noop]))
+    return found
+
+
+def _clip_scores(sample: EvalSample, prediction: np.ndarray, mode: str) -> dict[str, float]:
+    """Goal image (and rollout) of one skill clip against the truth and the copy-input baseline."""
+    scores = {
+        "goal_psnr": capped(psnr(prediction[-1], sample.final)),
+        "goal_ssim": ssim(prediction[-1], sample.final),
+        "baseline_goal_psnr": capped(psnr(sample.first, sample.final)),
+        "baseline_goal_ssim": ssim(sample.first, sample.final),
+    }
+    if mode == "video":
+        still = np.repeat(sample.first[None], len(prediction), axis=0)
+        scores["video_psnr"], scores["video_ssim"] = _video_scores(prediction, sample.frames)
+        scores["baseline_video_psnr"], scores["baseline_video_ssim"] = _video_scores(
+            still, sample.frames
+        )
+    return scores
 
 
 def evaluate(
-    samples: Sequence[EvalSample], predictions: Sequence[np.ndarray], mode: str
+    samples: Sequence[EvalSample],
+    predictions: Sequence[np.ndarray],
+    mode: str,
+    arm_masks: Sequence[np.ndarray | None] | None = None,
+    reconstructions: Sequence[np.ndarray | None] | None = None,
 ) -> dict[str, object]:
     """Score predictions against the true clips, next to the copy-the-input-frame baseline.
+
+    Goal, rollout, swap and motion figures are over the skill clips; no-op clips get the no-op
+    figures (:mod:`training.metrics.noop`) of their layout.
 
     Args:
         samples: The test clips.
         predictions: One uint8 (T, H, W, 3) prediction per sample at the clips' size; in image
             mode T is 1 (the goal image), in video mode the last frame is the goal.
         mode: ``"image"`` or ``"video"``.
+        arm_masks: Per sample, arm masks (T, H, W) whose first and last are the input's and
+            the true final frame's (None for no-op clips): adds the off-arm figures
+            (:mod:`training.metrics.off_arm`).
+        reconstructions: Per sample, the model autoencoder's reconstruction of the true final
+            frame (or None): adds the off-arm ceiling.
 
     Returns:
-        ``summary`` (model and baseline means, swap accuracy, motion scores) and ``per_sample``.
+        ``summary`` (each figure's mean over the clips that have it, swap and motion scores),
+        ``per_sample`` (each clip's figures and subsets) and ``breakdowns`` (the figures per
+        task, layout seed and opposite-task pair).
 
     """
     if mode not in ("image", "video"):
         raise ValueError(f"mode must be 'image' or 'video', got {mode!r}")
     if len(samples) != len(predictions) or not samples:
         raise ValueError(f"need one prediction per sample, got {len(predictions)}/{len(samples)}")
-    rows = []
-    for sample, prediction in tqdm(
-        list(zip(samples, predictions, strict=True)), desc="scoring", unit="clip"
-    ):
-        row = {
-            "id": sample.id,
-            "instruction": sample.instruction,
-            "scene": sample.scene,
-            "goal_psnr": _capped(psnr(prediction[-1], sample.final)),
-            "goal_ssim": ssim(prediction[-1], sample.final),
-            "baseline_goal_psnr": _capped(psnr(sample.first, sample.final)),
-            "baseline_goal_ssim": ssim(sample.first, sample.final),
-        }
-        if mode == "video":
-            still = np.repeat(sample.first[None], len(prediction), axis=0)
-            row["video_psnr"], row["video_ssim"] = _video_scores(prediction, sample.frames)
-            row["baseline_video_psnr"], row["baseline_video_ssim"] = _video_scores(
-                still, sample.frames
+    for name, extra in (("arm_masks", arm_masks), ("reconstructions", reconstructions)):
+        if extra is not None and len(extra) != len(samples):
+            raise ValueError(f"need one of {name} per sample, got {len(extra)}/{len(samples)}")
+    goals = [prediction[-1] for prediction in predictions]
+    skills = [index for index, sample in enumerate(samples) if not sample.is_noop]
+    rows: list[dict[str, Any]] = [
+        {"id": s.id, "instruction": s.instruction, "scene": s.scene, **s.labels()} for s in samples
+    ]
+    for index in tqdm(skills, desc="scoring", unit="clip"):
+        sample = samples[index]
+        rows[index].update(_clip_scores(sample, predictions[index], mode))
+        if arm_masks is not None:
+            reconstruction = None if reconstructions is None else reconstructions[index]
+            rows[index].update(
+                off_arm_goal_scores(
+                    goals[index], sample.first, sample.final, arm_masks[index], reconstruction
+                )
             )
-        rows.append(row)
-    keys = [k for k in rows[0] if k.endswith(("_psnr", "_ssim"))]
+    groups = _swap_groups(samples)
+    for group in groups:
+        scene = [(goals[index], samples[index].final) for index in group]
+        for index, score in zip(group, swap_scores([scene])[0], strict=True):
+            rows[index]["swap_accuracy"] = score
+        if arm_masks is not None:
+            masked = [(*pair, arm_masks[index]) for index, pair in zip(group, scene, strict=True)]
+            for index, score in zip(group, off_arm_swap_scores(masked), strict=True):
+                rows[index]["off_arm_swap_accuracy"] = score
+    for noop, group in _noop_layouts(samples):
+        skill_pairs = [(goals[index], samples[index].final) for index in group]
+        noop_row, skill_rows = noop_scores(samples[noop].first, goals[noop], skill_pairs)
+        rows[noop].update(noop_row)
+        for index, scores in zip(group, skill_rows, strict=True):
+            rows[index].update(scores)
     summary: dict[str, object] = {
         "mode": mode,
         "num_samples": len(rows),
-        **{key: float(np.mean([row[key] for row in rows])) for key in keys},
+        "num_noop_samples": len(rows) - len(skills),
+        "swap_scenes": len(groups),
+        "swap_accuracy": None,
+        **pooled(rows),
     }
-    scenes = _swap_scenes(samples, [p[-1] for p in predictions])
-    summary["swap_scenes"] = len(scenes)
-    summary["swap_accuracy"] = swap_accuracy(scenes) if scenes else None
-    if mode == "video":
-        predicted = motion_score(list(predictions))
+    if mode == "video" and skills:
+        videos = [predictions[index] for index in skills]
+        predicted = motion_score(videos)
         true = motion_score(
-            [_even(s.frames, len(p)) for s, p in zip(samples, predictions, strict=True)]
+            [_even(samples[i].frames, len(video)) for i, video in zip(skills, videos, strict=True)]
         )
         for prefix, score in (("", predicted), ("true_", true)):
             summary[f"{prefix}dynamic_degree"] = score.dynamic_degree
             summary[f"{prefix}motion_smoothness"] = score.motion_smoothness
             summary[f"{prefix}motion_score"] = score.motion_score
-    return {"summary": summary, "per_sample": rows}
+    breakdowns = {field: breakdown(rows, field) for field in BREAKDOWNS}
+    return {"summary": summary, "per_sample": rows, "breakdowns": breakdowns}
 
 
 def add_feature_metrics(
@@ -272,7 +363,7 @@ def add_feature_metrics(
     lpips: tuple[str, str] | None = None,
     batch_size: int = 16,
 ) -> None:
-    """Add CLIP-I, CLIP-T, DINO-I and LPIPS of the goal images (and the baseline's).
+    """Add CLIP-I, CLIP-T, DINO-I and LPIPS of the skill clips' goal images (and the baseline's).
 
     Args:
         results: What :func:`evaluate` returned; updated in place.
@@ -296,7 +387,9 @@ def add_feature_metrics(
         scorers += [("clip_i", scorer.clip_i, "final"), ("clip_t", scorer.clip_t, "text")]
     if dino:
         scorers.append(("dino_i", DinoScorer(dino).dino_i, "final"))
-    rows, summary = results["per_sample"], results["summary"]
+    skills = [index for index, sample in enumerate(samples) if not sample.is_noop]
+    samples, predictions = [samples[i] for i in skills], [predictions[i] for i in skills]
+    rows, summary = [results["per_sample"][i] for i in skills], results["summary"]
     for name, score, against in scorers:
         for prefix, images in (("", [p[-1] for p in predictions]), ("baseline_", None)):
             values: list[float] = []
@@ -320,46 +413,77 @@ _TABLE_ROWS = (
     ("DINO-I", "dino_i", "baseline_dino_i"),
     ("LPIPS (lower is better)", "lpips", "baseline_lpips"),
     ("instruction-swap accuracy", "swap_accuracy", None),
+    ("off-arm goal-image PSNR (dB)", "off_arm_goal_psnr", "baseline_off_arm_goal_psnr"),
+    ("off-arm PSNR ceiling: autoencoder reconstruction (dB)", "ceiling_off_arm_goal_psnr", None),
+    ("off-arm instruction-swap accuracy", "off_arm_swap_accuracy", None),
+    ("share of pixels off the arm", "off_arm_fraction", None),
+    ("no-op prediction PSNR to the input (dB)", "noop_input_psnr", None),
+    ("skill prediction PSNR to the input, no-op layouts (dB)", "skill_input_psnr", None),
+    ("no-op minus skill PSNR to the input (dB)", "noop_input_margin", None),
+    ("skill vs do-nothing choice accuracy", "noop_choice_accuracy", None),
     ("dynamic degree", "dynamic_degree", "true_dynamic_degree"),
     ("motion smoothness", "motion_smoothness", "true_motion_smoothness"),
     ("motion score", "motion_score", "true_motion_score"),
 )
+_SUBSET_COLUMNS = (
+    ("clips", "num_samples"),
+    ("goal PSNR", "goal_psnr"),
+    ("copy-input", "baseline_goal_psnr"),
+    ("swap", "swap_accuracy"),
+    ("off-arm PSNR", "off_arm_goal_psnr"),
+    ("off-arm copy-input", "baseline_off_arm_goal_psnr"),
+    ("off-arm ceiling", "ceiling_off_arm_goal_psnr"),
+    ("off-arm swap", "off_arm_swap_accuracy"),
+    ("no-op PSNR to input", "noop_input_psnr"),
+    ("no-op margin", "noop_input_margin"),
+    ("skill vs no-op", "noop_choice_accuracy"),
+)
 
 
-def results_table(summary: dict[str, object]) -> str:
-    """Markdown table of a summary: the model next to its reference (baseline or true clips)."""
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
 
-    def cell(key: str | None) -> str:
-        value = summary.get(key) if key else None
-        return "" if value is None else f"{value:.4f}"
 
+def results_table(
+    summary: dict[str, object], per_task: dict[str, dict[str, float]] | None = None
+) -> str:
+    """Render markdown tables: the pooled figures, then those per task when given.
+
+    The pooled table sets the model next to its reference (copy-input baseline or true clips).
+    """
     lines = [
         "| metric | model | copy-input baseline / true clips |",
         "| --- | --- | --- |",
     ]
     for name, model_key, reference_key in _TABLE_ROWS:
         if model_key in summary:
-            lines.append(f"| {name} | {cell(model_key)} | {cell(reference_key)} |")
+            reference = summary.get(reference_key) if reference_key else None
+            lines.append(f"| {name} | {_cell(summary[model_key])} | {_cell(reference)} |")
+    if per_task:
+        columns = [c for c in _SUBSET_COLUMNS if any(c[1] in row for row in per_task.values())]
+        lines += [
+            "",
+            "| task | " + " | ".join(name for name, _ in columns) + " |",
+            "| --- |" + " --- |" * len(columns),
+        ]
+        for task, figures in per_task.items():
+            cells = " | ".join(_cell(figures.get(key)) for _, key in columns)
+            lines.append(f"| {task} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
-def pipeline_predictor(
-    model: str | Path, mode: str, settings: SamplerConfig, device: str
-) -> Predictor:
-    """Build a :data:`Predictor` on :class:`showme_model.pipeline.ShowMePipeline`.
+def pipeline_predictor(pipeline: ShowMePipeline, mode: str, settings: SamplerConfig) -> Predictor:
+    """Build a :data:`Predictor` on a loaded pipeline.
 
     Args:
-        model: The model folder.
+        pipeline: The model folder's pipeline.
         mode: ``"image"`` or ``"video"``.
         settings: The sampler settings (``num_frames`` is used in video mode).
-        device: Where to run.
 
     """
     import torch
-
-    from showme_model.pipeline import ShowMePipeline
-
-    pipeline = ShowMePipeline.from_pretrained(model, device=device)
 
     def predict(
         images: list[np.ndarray], instructions: list[str], seeds: list[int]
@@ -374,6 +498,63 @@ def pipeline_predictor(
         return [np.asarray(frames) for frames in result.frames]
 
     return predict
+
+
+def pipeline_reconstructor(pipeline: ShowMePipeline) -> Reconstructor:
+    """Build a :data:`Reconstructor` on the pipeline's autoencoder.
+
+    A frame takes the predictions' path through the model without the denoiser: brought to
+    the model's resolution as the pipeline brings its input, encoded (posterior mode), decoded,
+    rounded to uint8 and resized back to the frame's size.
+    """
+    import torch
+
+    from showme_model.preprocessing import prepare_image
+
+    def reconstruct(images: list[np.ndarray]) -> list[np.ndarray]:
+        pixels = torch.stack([prepare_image(image, pipeline.resolution)[0] for image in images])
+        with torch.inference_mode():
+            latents = pipeline.model.encode_latents(pixels.to(pipeline.device, pipeline.dtype))
+            decoded = pipeline.model.decode_latents(latents).float()
+        unit = ((decoded + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1).cpu()
+        frames = (unit * 255.0).round().to(torch.uint8).numpy()
+        return [_fit(f[None], *image.shape[:2])[0] for f, image in zip(frames, images, strict=True)]
+
+    return reconstruct
+
+
+def reconstruct_finals(
+    samples: Sequence[EvalSample], reconstruct: Reconstructor, batch_size: int
+) -> list[np.ndarray | None]:
+    """Reconstruct each skill clip's true final frame with the autoencoder (None for no-ops)."""
+    skills = [sample for sample in samples if not sample.is_noop]
+    made: list[np.ndarray] = []
+    for start in tqdm(range(0, len(skills), batch_size), desc="reconstructing", unit="batch"):
+        batch = [sample.final for sample in skills[start : start + batch_size]]
+        outputs = [np.asarray(output) for output in reconstruct(batch)]
+        if [o.shape for o in outputs] != [f.shape for f in batch]:
+            raise RuntimeError("the reconstructor must return one frame per frame, same shape")
+        made += outputs
+    found = iter(made)
+    return [None if sample.is_noop else next(found) for sample in samples]
+
+
+def goal_arm_masks(
+    samples: Sequence[EvalSample], root: str | Path, workers: int
+) -> list[np.ndarray | None]:
+    """Arm masks ``(2, H, W)`` of each skill clip's first and final frame (None for no-ops).
+
+    Raises:
+        ValueError: A clip is not a Meta-World generator clip or does not re-simulate exactly.
+
+    """
+    from training.metrics.arm_mask import clip_arm_masks
+
+    skills = [sample for sample in samples if not sample.is_noop]
+    if any(sample.record is None for sample in skills):
+        raise ValueError("arm masks need each clip's manifest record")
+    masks = iter(clip_arm_masks([s.record for s in skills], root, workers, frames=(0, -1)))
+    return [None if sample.is_noop else next(masks) for sample in samples]
 
 
 def sampler_settings(args: argparse.Namespace) -> SamplerConfig:
@@ -419,6 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="run seed; each clip's is derived")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--off-arm",
+        action="store_true",
+        help="Meta-World clips: also measure the scene off the robot arm (simulator masks)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="arm-mask rendering processes")
     parser.add_argument("--clip", default=None, help="local CLIP folder: adds CLIP-I and CLIP-T")
     parser.add_argument("--dino", default=None, help="local DINO/DINOv2 folder: adds DINO-I")
     parser.add_argument(
@@ -431,11 +618,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) -> int:
-    """Run ``showme-eval``; ``predictor`` replaces the model folder's pipeline (for tests)."""
+def main(
+    argv: Sequence[str] | None = None,
+    predictor: Predictor | None = None,
+    reconstruct: Reconstructor | None = None,
+) -> int:
+    """Run ``showme-eval``.
+
+    Args:
+        argv: Command-line arguments.
+        predictor: Replaces the model folder's pipeline (for tests).
+        reconstruct: With ``predictor``: the autoencoder for the off-arm ceiling (none without
+            it); the pipeline's own autoencoder otherwise.
+
+    """
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise SystemExit("--limit must be >= 1")
+    if args.workers < 1:
+        raise SystemExit("--workers must be >= 1")
     try:
         settings = sampler_settings(args)
     except ValueError as error:
@@ -448,10 +649,22 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
     samples, skipped = load_samples(args.manifest, args.split, args.limit, args.phrasings)
     if not samples:
         raise SystemExit(f"no readable clips in split {args.split!r} (skipped: {skipped})")
+    arm_masks = reconstructions = None
+    if args.off_arm:
+        try:
+            arm_masks = goal_arm_masks(samples, Path(args.manifest).parent, args.workers)
+        except ValueError as error:
+            raise SystemExit(f"showme-eval --off-arm: {error}") from error
     if predictor is None:
-        predictor = pipeline_predictor(args.model, args.mode, settings, args.device)
+        from showme_model.pipeline import ShowMePipeline
+
+        pipeline = ShowMePipeline.from_pretrained(args.model, device=args.device)
+        predictor = pipeline_predictor(pipeline, args.mode, settings)
+        reconstruct = pipeline_reconstructor(pipeline)
     predictions = predict_all(samples, predictor, args.batch_size, args.seed)
-    results = evaluate(samples, predictions, args.mode)
+    if args.off_arm and reconstruct is not None:
+        reconstructions = reconstruct_finals(samples, reconstruct, args.batch_size)
+    results = evaluate(samples, predictions, args.mode, arm_masks, reconstructions)
     if args.clip or args.dino or args.lpips:
         add_feature_metrics(
             results, samples, predictions, args.clip, args.dino, args.lpips, args.batch_size
@@ -460,7 +673,7 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    table = results_table(results["summary"])
+    table = results_table(results["summary"], results["breakdowns"]["task"])
     out.with_suffix(".md").write_text(table)
     sys.stdout.write(table)
     return 0

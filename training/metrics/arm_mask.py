@@ -38,15 +38,20 @@ def arm_bodies(model: Any) -> np.ndarray:
 
 
 def clip_arm_masks(
-    records: Sequence[ClipRecord], root: str | Path, workers: int = 1
+    records: Sequence[ClipRecord],
+    root: str | Path,
+    workers: int = 1,
+    frames: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
-    """Return the arm masks ``(T, H, W)`` bool of each frame of each Meta-World clip.
+    """Return the arm masks ``(T, H, W)`` bool of the frames of each Meta-World clip.
 
     Args:
         records: Clips written by ``showme-data metaworld`` (``meta`` has ``task``, ``seed``,
             ``size`` and ``start_of`` or ``scene_id``).
         root: The manifest's folder.
         workers: Rendering processes.
+        frames: Indices of the frames to mask (negative ones count from the end), in the
+            order given; every frame when ``None``. Only these frames are rendered and checked.
 
     Raises:
         ValueError: A clip is not a Meta-World clip, or its re-simulated frames differ from
@@ -57,7 +62,7 @@ def clip_arm_masks(
 
     if not records:
         return []
-    jobs = [(record, str(root)) for record in records]
+    jobs = [(record, str(root), None if frames is None else list(frames)) for record in records]
     with mp.get_context("spawn").Pool(workers, _init_worker) as pool:
         return pool.starmap(_clip_masks, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
 
@@ -67,7 +72,7 @@ def _init_worker() -> None:
     os.environ.setdefault("LP_NUM_THREADS", "1")
 
 
-def _clip_masks(record: ClipRecord, root: str | Path) -> np.ndarray:
+def _clip_masks(record: ClipRecord, root: str | Path, frames: list[int] | None) -> np.ndarray:
     meta = record.meta
     if record.source != "metaworld" or "seed" not in meta:
         raise ValueError(f"clip {record.id!r} is not a Meta-World generator clip")
@@ -77,17 +82,18 @@ def _clip_masks(record: ClipRecord, root: str | Path) -> np.ndarray:
     if scene_name not in scenes:
         raise ValueError(f"clip {record.id!r}: unknown scene {scene_name!r}")
     stored = np.load(record.resolve(Path(root)))
-    frames, steps = stored["frames"], stored["steps"]
-    size = int(meta.get("size", frames.shape[1]))
+    images, steps = stored["frames"], stored["steps"]
+    indices = range(len(steps)) if frames is None else [range(len(steps))[i] for i in frames]
+    size = int(meta.get("size", images.shape[1]))
     if size not in _GENERATORS:
         _GENERATORS[size] = Generator(Path(root), size, len(steps))
     job = Job(0, scenes[scene_name], int(meta["seed"]), record.split)
     env, states = _GENERATORS[size].replay(job, meta["task"])
     arm = arm_bodies(env.env.model)
     masks = []
-    for index, step in enumerate(steps):
-        rgb, _ = env.render(states[0 if meta["task"] == NOOP_TASK else int(step)])
-        if not np.array_equal(rgb, frames[index]):
+    for index in indices:
+        rgb, _ = env.render(states[0 if meta["task"] == NOOP_TASK else int(steps[index])])
+        if not np.array_equal(rgb, images[index]):
             raise ValueError(f"clip {record.id!r}: frame {index} does not re-simulate exactly")
         bodies = env.view.segment(env.env.data)
         masks.append((bodies >= 0) & arm[np.maximum(bodies, 0)])

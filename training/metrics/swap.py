@@ -31,25 +31,40 @@ def swap_correct(
     return 1.0 / (1 + sum(d == own for d in others))
 
 
-def swap_accuracy(scenes: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]]) -> float:
-    """Instruction-swap accuracy over scenes shared by opposite tasks.
+def swap_scores(scenes: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]]) -> list[list[float]]:
+    """:func:`swap_correct` of each prediction of each scene, against the scene's other outcomes.
 
     Args:
         scenes: For each scene (one start state), the ``(prediction, true outcome)`` pair of each
-            instruction given from that state; at least two instructions per scene.
-
-    Returns:
-        The fraction of predictions closer to their own instruction's true outcome than to any
-        other instruction's outcome from the same start (chance is ``1 / instructions``).
+            instruction given from that state; at least two instructions per scene. The arrays
+            may be whole images or the same selection of pixels of each (e.g. off the arm).
 
     """
     scores = []
     for scene in scenes:
         if len(scene) < 2:
             raise ValueError("each scene needs at least two instructions to swap")
-        for index, (prediction, truth) in enumerate(scene):
-            others = [other for j, (_, other) in enumerate(scene) if j != index]
-            scores.append(swap_correct(prediction, truth, others))
+        scores.append(
+            [
+                swap_correct(prediction, truth, [o for j, (_, o) in enumerate(scene) if j != index])
+                for index, (prediction, truth) in enumerate(scene)
+            ]
+        )
+    return scores
+
+
+def swap_accuracy(scenes: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]]) -> float:
+    """Instruction-swap accuracy over scenes shared by opposite tasks.
+
+    Args:
+        scenes: As for :func:`swap_scores`.
+
+    Returns:
+        The fraction of predictions closer to their own instruction's true outcome than to any
+        other instruction's outcome from the same start (chance is ``1 / instructions``).
+
+    """
+    scores = [score for scene in swap_scores(scenes) for score in scene]
     if not scores:
         raise ValueError("swap_accuracy needs at least one scene")
     return float(np.mean(scores))
