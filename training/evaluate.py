@@ -266,6 +266,36 @@ def _clip_scores(sample: EvalSample, prediction: np.ndarray, mode: str) -> dict[
     return scores
 
 
+def _add_swap_scores(
+    rows: list[dict[str, Any]],
+    samples: Sequence[EvalSample],
+    goals: Sequence[np.ndarray],
+    groups: Sequence[list[int]],
+    arm_masks: Sequence[np.ndarray | None] | None,
+) -> None:
+    """Add each swap-scene clip's swap score (and off the arm, given the masks) to its row."""
+    for group in groups:
+        scene = [(goals[index], samples[index].final) for index in group]
+        for index, score in zip(group, swap_scores([scene])[0], strict=True):
+            rows[index]["swap_accuracy"] = score
+        if arm_masks is not None:
+            masked = [(*pair, arm_masks[index]) for index, pair in zip(group, scene, strict=True)]
+            for index, score in zip(group, off_arm_swap_scores(masked), strict=True):
+                rows[index]["off_arm_swap_accuracy"] = score
+
+
+def _add_noop_scores(
+    rows: list[dict[str, Any]], samples: Sequence[EvalSample], goals: Sequence[np.ndarray]
+) -> None:
+    """Add the no-op figures of each layout with a no-op clip to its clips' rows."""
+    for noop, group in _noop_layouts(samples):
+        skill_pairs = [(goals[index], samples[index].final) for index in group]
+        noop_row, skill_rows = noop_scores(samples[noop].first, goals[noop], skill_pairs)
+        rows[noop].update(noop_row)
+        for index, scores in zip(group, skill_rows, strict=True):
+            rows[index].update(scores)
+
+
 def evaluate(
     samples: Sequence[EvalSample],
     predictions: Sequence[np.ndarray],
@@ -318,20 +348,8 @@ def evaluate(
                 )
             )
     groups = _swap_groups(samples)
-    for group in groups:
-        scene = [(goals[index], samples[index].final) for index in group]
-        for index, score in zip(group, swap_scores([scene])[0], strict=True):
-            rows[index]["swap_accuracy"] = score
-        if arm_masks is not None:
-            masked = [(*pair, arm_masks[index]) for index, pair in zip(group, scene, strict=True)]
-            for index, score in zip(group, off_arm_swap_scores(masked), strict=True):
-                rows[index]["off_arm_swap_accuracy"] = score
-    for noop, group in _noop_layouts(samples):
-        skill_pairs = [(goals[index], samples[index].final) for index in group]
-        noop_row, skill_rows = noop_scores(samples[noop].first, goals[noop], skill_pairs)
-        rows[noop].update(noop_row)
-        for index, scores in zip(group, skill_rows, strict=True):
-            rows[index].update(scores)
+    _add_swap_scores(rows, samples, goals, groups, arm_masks)
+    _add_noop_scores(rows, samples, goals)
     summary: dict[str, object] = {
         "mode": mode,
         "num_samples": len(rows),
