@@ -178,9 +178,10 @@ def test_showme_eval_off_arm_and_no_op_on_a_generated_metaworld_split(metaworld_
     assert summary["noop_input_margin"] == 0.0 and summary["noop_choice_accuracy"] == 0.5
     assert summary["off_arm_swap_accuracy"] == 0.5
 
-    without, _ = _run(metaworld_manifest, tmp_path / "plain.json", _copy)
+    without, _ = _run(metaworld_manifest, tmp_path / "plain.json", _copy, "--mode", "video")
     assert "off_arm_goal_psnr" not in without["summary"]
     assert without["summary"]["noop_choice_accuracy"] == 0.5  # no-op figures are always on
+    assert without["summary"]["true_dynamic_degree"] == 1.0  # the skill clips only: all move
 
 
 @pytest.mark.slow
