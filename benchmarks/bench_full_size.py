@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+# showme_ros of this source tree, not a copy installed earlier.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import psutil
 import torch

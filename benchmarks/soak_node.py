@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,6 +29,9 @@ import psutil
 import rclpy
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
+
+# The node and the client of this source tree, not a copy installed earlier.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from showme_ros.client import ShowMeClient, make_request, to_goal
 from showme_ros.diagnostics import CODE_NAMES
