@@ -79,19 +79,23 @@ if wants stage2 && [ ! -d "$RUNS/stage2/final/adapters/prediction" ]; then
   timed stage2 $RUN $TRAIN stage2 --config training/configs/metaworld64v-stage2.yaml --resume
 fi
 
-# 7. Held-out evaluation, image and video mode, with the model folder's own sampler settings,
-#    on the action clips (the no-op clips, whose truth is the input itself, are a separate check).
+# 7. Evaluation, image and video mode, with the model folder's own sampler settings: the val
+#    split (layouts 2100-2109, for choosing settings) and the held-out split (3000-3029, reported
+#    only). Skill clips give the goal, swap and off-arm figures (--off-arm: arm masks from the
+#    simulator); the no-op clips give the "do nothing" figures.
 if wants eval; then
-  grep -v '"task": "noop"' "$RUNS/heldout/manifest.jsonl" > "$RUNS/heldout/manifest-actions.jsonl"
   model=$RUNS/model
   rm -rf "$model"
   cp -r "$RUNS/base/final/model" "$model"
   mkdir -p "$model/adapters"
   cp -r "$RUNS/stage1/final/adapters/manipulation" "$RUNS/stage2/final/adapters/prediction" \
     "$model/adapters/"
-  for mode in image video; do
-    timed "eval-$mode" $RUN $PY -m training.evaluate --model "$model" \
-      --manifest "$RUNS/heldout/manifest-actions.jsonl" --split test --phrasings recorded --mode "$mode" \
-      --out "$RUNS/eval/$mode-heldout.json"
+  for set in val:val heldout:test; do
+    IFS=: read -r name split <<< "$set"
+    for mode in image video; do
+      timed "eval-$name-$mode" $RUN $PY -m training.evaluate --model "$model" \
+        --manifest "$RUNS/$name/manifest.jsonl" --split "$split" --phrasings recorded \
+        --mode "$mode" --off-arm --workers 2 --out "$RUNS/eval/$mode-$name.json"
+    done
   done
 fi
