@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
 
 
 class ResilientExecutor(MultiThreadedExecutor):
@@ -27,3 +28,12 @@ class ResilientExecutor(MultiThreadedExecutor):
             raise
         except Exception as error:
             self._on_error(error)
+
+
+def log_contained_error(node: Node) -> Callable[[BaseException], None]:
+    """Return an ``on_error`` that logs a contained callback exception on ``node``'s logger."""
+
+    def log(error: BaseException) -> None:
+        node.get_logger().error(f"a callback raised and was contained: {error!r}")
+
+    return log

@@ -27,7 +27,7 @@ import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -36,6 +36,7 @@ from sensor_msgs.msg import Image
 from showme_ros import loop_parameters, parameters, planning
 from showme_ros.action import PlanAndExecute
 from showme_ros.client import make_request, succeeded
+from showme_ros.executor import ResilientExecutor, log_contained_error
 from showme_ros.image_conversion import image_to_rgb, is_empty, rgb_to_image
 from showme_ros.loop_clients import RobotClient, WorldModelClient
 from showme_ros.middleware import free_transport_buffers
@@ -313,7 +314,7 @@ def main(args: list[str] | None = None) -> int:
     node = PlannerNode()
     if middleware_warning:
         node.get_logger().warning(middleware_warning)
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = ResilientExecutor(4, log_contained_error(node))
     executor.add_node(node)
     try:
         if not node.settings["wait_for_lifecycle_manager"]:

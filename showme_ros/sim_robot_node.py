@@ -30,7 +30,7 @@ import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
@@ -38,6 +38,7 @@ from std_msgs.msg import Header
 
 from showme_ros import loop_parameters, parameters
 from showme_ros.action import ExecuteSkill
+from showme_ros.executor import ResilientExecutor, log_contained_error
 from showme_ros.image_conversion import rgb_to_image
 from showme_ros.middleware import free_transport_buffers
 from showme_ros.responses import deliver_patiently
@@ -367,7 +368,7 @@ def main(args: list[str] | None = None) -> int:
     node = SimRobotNode()
     if middleware_warning:
         node.get_logger().warning(middleware_warning)
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = ResilientExecutor(4, log_contained_error(node))
     executor.add_node(node)
     try:
         if not node.settings["wait_for_lifecycle_manager"]:
