@@ -125,8 +125,30 @@ def test_real_tiny_pipeline_end_to_end_with_the_stored_settings(manifest, tiny_f
     sampler = results["settings"]["sampler"]
     assert (sampler["num_inference_steps"], sampler["guidance_scale"]) == (2, 2.0)
     assert sampler["num_frames"] == 4
+    assert sampler["frame_stride"] is None
     assert main([*argv, "--mode", "video", "--limit", "2", "--num-steps", "1"]) == 0
     assert json.loads(out.read_text())["settings"]["sampler"]["num_inference_steps"] == 1
+
+
+def test_the_frame_stride_condition_reaches_the_rollouts(manifest, tmp_path):
+    import torch
+
+    from showme_model.model import ShowMeModel
+
+    folder = save_tiny_model(tmp_path / "model")
+    model = ShowMeModel.from_pretrained(folder)
+    # The stride embedding starts at zero, as in DynamiCrafter; a trained one is not.
+    torch.nn.init.normal_(model.unet.fs_embedding.linear_2.weight, std=1.0)
+    model.save_pretrained(folder)
+    argv = ["--model", str(folder), "--manifest", str(manifest), "--mode", "video"]
+    rollouts = {}
+    for stride in (1, 8):
+        out = tmp_path / f"stride{stride}.json"
+        assert main([*argv, "--limit", "2", "--frame-stride", str(stride), "--out", str(out)]) == 0
+        results = json.loads(out.read_text())
+        assert results["settings"]["sampler"]["frame_stride"] == stride
+        rollouts[stride] = [row["video_psnr"] for row in results["per_sample"]]
+    assert rollouts[1] != rollouts[8]
 
 
 def test_predictions_do_not_depend_on_the_batch_size(manifest, tiny_folder):

@@ -585,6 +585,7 @@ def sampler_settings(args: argparse.Namespace) -> SamplerConfig:
         eta=args.eta,
         scheduler=args.scheduler,
         num_frames=1 if args.mode == "image" else args.num_frames,
+        frame_stride=args.frame_stride,
     )
 
 
@@ -615,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance-scale", type=float, help="guidance scale" + stored)
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="sampler" + stored)
     parser.add_argument("--eta", type=float, help="DDIM noise scale" + stored)
+    parser.add_argument(
+        "--frame-stride", type=int, help="frame-stride condition (video mode)" + stored
+    )
     parser.add_argument("--seed", type=int, default=0, help="run seed; each clip's is derived")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
