@@ -7,8 +7,6 @@ import pytest
 
 from training.metrics.arm_mask import masked_psnr, off_arm_mask
 
-pytest.importorskip("metaworld")
-
 
 def test_masked_psnr_counts_only_the_masked_pixels():
     target = np.zeros((4, 4, 3), np.uint8)

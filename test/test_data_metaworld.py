@@ -4,8 +4,6 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("metaworld")
-
 from training.data.cli import build_parser, seed_list
 from training.data.dataset import ClipDataset
 from training.data.metaworld_gen import (

@@ -90,7 +90,6 @@ def test_off_arm_swap_lets_the_object_decide_not_the_arm():
 @pytest.fixture(scope="module")
 def metaworld_manifest(tmp_path_factory):
     """Drawer and window scenes of one held-out layout, each with its no-op clip (32x32)."""
-    pytest.importorskip("metaworld")
     from training.data.metaworld_gen import generate
 
     root = tmp_path_factory.mktemp("metaworld")
