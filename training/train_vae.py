@@ -156,13 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML with 'vae' and 'train' sections")
     parser.add_argument("--manifest", required=True, help="clip manifest (JSONL)")
     parser.add_argument("--out", required=True, help="output folder (diffusers AutoencoderKL)")
+    parser.add_argument(
+        "--val-manifest", help="manifest whose 'val' clips are held out (default: --manifest)"
+    )
     parser.add_argument("--init", help="continue from this trained AutoencoderKL folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train, evaluate on the validation split and save."""
+    """Train, evaluate on the validation split (before and after, with ``--init``) and save."""
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     vae_kwargs, settings = read_config(args.config)
@@ -170,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     resolution = settings.get("resolution", 64)
     start = time.perf_counter()
     images = to_tensor(load_frames(args.manifest, "train", resolution, settings.get("max_clips")))
-    held_out = to_tensor(load_frames(args.manifest, "val", resolution, 16))
+    held_out = to_tensor(load_frames(args.val_manifest or args.manifest, "val", resolution, 16))
     vae = AutoencoderKL.from_pretrained(args.init) if args.init else AutoencoderKL(**vae_kwargs)
+    init_psnr = reconstruction_psnr(vae, held_out) if args.init else None
     losses = train(
         vae,
         images,
@@ -187,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "train_frames": len(images),
         "val_frames": len(held_out),
+        "init_val_psnr": init_psnr,
         "val_psnr": reconstruction_psnr(vae, held_out),
         "parameters": sum(p.numel() for p in vae.parameters()),
         "losses": losses,
