@@ -7,6 +7,7 @@ falls back to a default. ``mode`` (``base``, ``stage1`` or ``stage2``) comes fro
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
@@ -141,6 +142,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _as_float(value: Any, where: str) -> float:
+    """Read a float setting; YAML reads ``1e-2`` (no dot) as a string, so such strings count."""
+    if isinstance(value, bool):
+        raise ValueError(f"{where} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a number, got {value!r}") from None
+
+
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     if not isinstance(values, dict):
         raise ValueError(f"{where or 'config'} must be a mapping, got {type(values).__name__}")
@@ -156,6 +167,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             hint = next((h for h in get_args(hint) if dataclasses.is_dataclass(h)), hint)
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{where}.{key}".lstrip("."))
+        elif hint in (float, float | None) and value is not None:
+            kwargs[key] = _as_float(value, f"{where}.{key}".lstrip("."))
         elif isinstance(value, list):
             kwargs[key] = tuple(value)
         else:
@@ -168,12 +181,37 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     return _build(TrainConfig, values, "")
 
 
-def load_config(path: str | Path, mode: str | None = None) -> TrainConfig:
-    """Read a YAML config; ``mode`` (from the command line) overrides the file's."""
+def apply_override(values: dict[str, Any], override: str) -> None:
+    """Set one ``dotted.key=value`` override in nested plain data (the value is read as YAML).
+
+    Missing sections are created, so an unknown key still fails when the config is built.
+    """
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"an override reads KEY=VALUE (e.g. motion.weight=0.01), got {override!r}")
+    *sections, name = key.strip().split(".")
+    node = values
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot override {key!r}: {section!r} is not a section")
+    node[name] = yaml.safe_load(raw)
+
+
+def load_config(
+    path: str | Path, mode: str | None = None, overrides: Sequence[str] = ()
+) -> TrainConfig:
+    """Read a YAML config and apply the command line's changes to it.
+
+    ``mode`` overrides the file's, and each ``dotted.key=value`` of ``overrides`` the value it
+    names.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     values = yaml.safe_load(path.read_text()) or {}
     if mode is not None:
         values = {**values, "mode": mode}
+    for override in overrides:
+        apply_override(values, override)
     return config_from_dict(values)

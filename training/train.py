@@ -1,4 +1,4 @@
-"""``showme-train {base,stage1,stage2} --config CONFIG.yaml [--resume [CHECKPOINT]]``.
+"""``showme-train {base,stage1,stage2} --config CONFIG.yaml [--set KEY=VALUE] [--resume]``.
 
 Run it directly for one process, or under ``accelerate launch`` for DDP, FSDP or DeepSpeed
 (configured with ``accelerate config``), e.g.
@@ -28,13 +28,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output-dir", help="override the config's output_dir")
     parser.add_argument("--max-steps", type=int, help="override the config's max_steps")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set motion.weight=0.01 (repeatable; YAML values)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Train one stage."""
     args = parse_args(argv)
-    config = load_config(args.config, mode=args.mode)
+    config = load_config(args.config, mode=args.mode, overrides=args.overrides)
     if args.output_dir:
         config.output_dir = args.output_dir
     if args.max_steps:
