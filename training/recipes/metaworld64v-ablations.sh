@@ -3,13 +3,16 @@
 # finished runs of training/recipes/metaworld64v.sh (base, decoder, stage1, flow, stage2 with the
 # paper's motion weight 1e-3). Every stage-2 run here starts from the same base, seed and data
 # order as that run and differs in one setting only:
-#   motion-0, motion-1e-2, motion-1e-1, motion-1   the motion-reward weight (0: no motion reward)
-#   no-stage1                                      stage 2 without the stage-1 adapter
+#   motion-0, motion-1e-3, motion-1e-2, motion-1e-1, motion-1
+#                 the motion-reward weight (0: no motion reward; 1e-3, the paper's, repeats the
+#                 main run at this recipe's thread count, so that every run here is comparable)
+#   no-stage1     stage 2 without the stage-1 adapter
 # Then each is evaluated in video mode on the val split (settings are chosen there, never on the
 # held-out layouts), and the prediction adapters are compared with the motion-0 run's
 # (relative change of the effective weight update). Resumable like the main recipe.
 #   bash training/recipes/metaworld64v-ablations.sh
 #   STEPS="train" bash training/recipes/metaworld64v-ablations.sh
+#   ONLY="motion-0 no-stage1" bash training/recipes/metaworld64v-ablations.sh   # some runs only
 set -euo pipefail
 
 PY=${SHOWME_PY:-.venv/bin/python}
@@ -30,12 +33,14 @@ timed() {  # timed NAME COMMAND...: run, and append the step's wall time to $OUT
 }
 
 # name:override pairs; the stage-1 adapter stays unless the override removes it
-RUNS_LIST="motion-0:motion.weight=0 motion-1e-2:motion.weight=1e-2 motion-1e-1:motion.weight=1e-1
-motion-1:motion.weight=1 no-stage1:model.manipulation_adapter=null"
+RUNS_LIST="motion-0:motion.weight=0 motion-1e-3:motion.weight=1e-3 motion-1e-2:motion.weight=1e-2
+motion-1e-1:motion.weight=1e-1 motion-1:motion.weight=1 no-stage1:model.manipulation_adapter=null"
+chosen() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 if wants train; then
   for item in $RUNS_LIST; do
     IFS=: read -r name override <<< "$item"
+    chosen "$name" || continue
     [ -d "$OUT/$name/final/adapters/prediction" ] && continue
     timed "train-$name" $RUN $TRAIN stage2 --config "$CONFIG" --set "$override" \
       --output-dir "$OUT/$name" --resume
@@ -45,6 +50,7 @@ fi
 if wants eval; then
   for item in $RUNS_LIST; do
     IFS=: read -r name override <<< "$item"
+    chosen "$name" || continue
     [ -f "$OUT/eval/video-val-$name.json" ] && continue
     model=$OUT/models/$name
     rm -rf "$model"
@@ -62,6 +68,6 @@ fi
 
 if wants compare; then
   $PY -m training.adapter_change "$OUT/motion-0/final/adapters/prediction" \
-    "$RUNS/stage2/final/adapters/prediction" "$OUT"/motion-1e-{2,1}/final/adapters/prediction \
-    "$OUT/motion-1/final/adapters/prediction" | tee "$OUT/adapter_change.md"
+    "$OUT"/motion-1e-{3,2,1}/final/adapters/prediction "$OUT/motion-1/final/adapters/prediction" \
+    "$RUNS/stage2/final/adapters/prediction" | tee "$OUT/adapter_change.md"
 fi
