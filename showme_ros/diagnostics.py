@@ -1,14 +1,22 @@
-"""Serving statistics and their ``diagnostic_msgs/DiagnosticStatus`` report."""
+"""Serving statistics and their ``diagnostic_msgs/DiagnosticStatus`` report.
+
+The closed-loop nodes (planner, simulated robot) build their reports from the shared helpers at
+the end: request outcomes, a rate meter, the lifecycle state and the periodic publisher.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import psutil
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode
+from rclpy.node import Node
 
 from showme_ros.msg import ErrorCode
 
@@ -166,3 +174,142 @@ def report(
         hardware_id=hardware_id,
         values=[KeyValue(key=key, value=value) for key, value in values.items()],
     )
+
+
+# Shared by the closed-loop nodes (planner, simulated robot) -----------------------------------
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """How a node's requests (planning goals, skills) went, when the report is made."""
+
+    received: int = 0
+    served: int = 0
+    failed: int = 0
+    last_failure: str = ""  # why the last finished request failed; "" when it was served
+
+    @property
+    def running(self) -> int:
+        """Requests received and not finished yet."""
+        return self.received - self.served - self.failed
+
+
+class OutcomeLog:
+    """Thread-safe :class:`Outcomes` of a node's requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes = Outcomes()
+
+    def received(self) -> None:
+        """Count a request that arrived."""
+        with self._lock:
+            self._outcomes = replace(self._outcomes, received=self._outcomes.received + 1)
+
+    def served(self) -> None:
+        """Count a request that was served; the last failure is over."""
+        with self._lock:
+            self._outcomes = replace(
+                self._outcomes, served=self._outcomes.served + 1, last_failure=""
+            )
+
+    def failed(self, reason: str) -> None:
+        """Count a request that failed for ``reason``."""
+        with self._lock:
+            self._outcomes = replace(
+                self._outcomes, failed=self._outcomes.failed + 1, last_failure=reason
+            )
+
+    def snapshot(self) -> Outcomes:
+        """Return the counts now."""
+        with self._lock:
+            return self._outcomes
+
+
+class RateMeter:
+    """Counts events and measures their rate over the last ``window_s`` seconds; thread-safe."""
+
+    def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._times: deque[float] = deque()
+        self._since = clock()
+        self.total = 0
+
+    def restart(self) -> None:
+        """Measure the rate from now on (the total keeps counting)."""
+        with self._lock:
+            self._times.clear()
+            self._since = self._clock()
+
+    def tick(self) -> None:
+        """Count one event now."""
+        with self._lock:
+            now = self._clock()
+            self._times.append(now)
+            self.total += 1
+            self._forget(now)
+
+    def per_second(self) -> float:
+        """Events per second over the last window (or since :meth:`restart`, if shorter)."""
+        with self._lock:
+            now = self._clock()
+            self._forget(now)
+            span = min(self.window_s, now - self._since)
+            return len(self._times) / span if span > 0 else 0.0
+
+    def settled(self) -> bool:
+        """Whether a whole window has passed since :meth:`restart`."""
+        with self._lock:
+            return self._clock() - self._since >= self.window_s
+
+    def _forget(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self.window_s:
+            self._times.popleft()
+
+
+def lifecycle_state(node: LifecycleNode) -> str:
+    """Return the label of ``node``'s lifecycle state: unconfigured, inactive, active, ...
+
+    rclpy offers the state only through the node's ``get_state`` service; its own
+    ``trigger_shutdown`` reads the state machine the same way.
+    """
+    return node._state_machine.current_state[1]
+
+
+def process_memory_bytes() -> int:
+    """Resident memory of this process."""
+    return psutil.Process().memory_info().rss
+
+
+def status(
+    name: str, hardware_id: str, problems: list[tuple[bytes, str]], ok: str, values: dict[str, str]
+) -> DiagnosticStatus:
+    """Build a status at the worst level of ``problems`` (level, reason), or OK saying ``ok``."""
+    level = max((level for level, _ in problems), default=DiagnosticStatus.OK)
+    message = "; ".join(reason for _, reason in problems) or ok
+    return DiagnosticStatus(
+        level=level,
+        name=name,
+        message=message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=key, value=value) for key, value in values.items()],
+    )
+
+
+def publish_periodically(
+    node: Node, period_s: float, build: Callable[[], DiagnosticStatus]
+) -> None:
+    """Publish ``build()`` on ``/diagnostics`` every ``period_s`` seconds, in any lifecycle state.
+
+    The timer has its own callback group, so reports keep coming while a long request runs.
+    """
+    publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def publish() -> None:
+        array = DiagnosticArray(status=[build()])
+        array.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(array)
+
+    node.create_timer(period_s, publish, callback_group=MutuallyExclusiveCallbackGroup())

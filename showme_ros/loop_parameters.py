@@ -20,6 +20,13 @@ COMMON: tuple[Spec, ...] = (
         "Stay unconfigured at start and wait for a lifecycle manager instead of activating.",
         read_only=True,
     ),
+    Spec(
+        "diagnostics.period",
+        1.0,
+        "Seconds between /diagnostics messages.",
+        read_only=True,
+        bounds=(0.1, 60.0),
+    ),
 )
 
 SIM_ROBOT: tuple[Spec, ...] = (

@@ -14,6 +14,10 @@ every predicted state (imagined chaining), one call per first-step preview. It t
 chosen sequence through the robot's ``execute_skill`` and reports the real outcome beside the
 preview. One goal runs at a time; goals that cannot run are aborted at once with the reason.
 Goals are served only while the node is active.
+
+Every ``diagnostics.period`` seconds, in any lifecycle state, it reports on ``/diagnostics``:
+goals received, succeeded and failed, the last decision and whether the world model and the
+robot are reachable (:func:`planner_status`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -36,6 +42,14 @@ from sensor_msgs.msg import Image
 from showme_ros import loop_parameters, parameters, planning
 from showme_ros.action import PlanAndExecute
 from showme_ros.client import make_request, succeeded
+from showme_ros.diagnostics import (
+    OutcomeLog,
+    Outcomes,
+    lifecycle_state,
+    process_memory_bytes,
+    publish_periodically,
+    status,
+)
 from showme_ros.executor import ResilientExecutor, log_contained_error
 from showme_ros.image_conversion import image_to_rgb, is_empty, rgb_to_image
 from showme_ros.loop_clients import RobotClient, WorldModelClient
@@ -43,10 +57,72 @@ from showme_ros.middleware import free_transport_buffers
 from showme_ros.sim_world import NOOP_SKILL
 
 NODE_NAME = "planner"
+HARDWARE_ID = "showme_planner"
 
 
 class PlanningError(ValueError):
     """A goal that cannot be planned; its message goes back in the result."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An interface the planner needs from another node, and whether the ROS graph offers it."""
+
+    key: str
+    name: str
+    available: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The planner's last choice: the plan and the seconds it took to predict and score."""
+
+    plan: str
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class PlannerState:
+    """What the planner knows about itself when the report is made."""
+
+    lifecycle: str
+    goals: Outcomes
+    last_decision: Decision | None
+    peers: tuple[Peer, ...]
+    memory_bytes: int
+
+
+def planner_status(name: str, state: PlannerState) -> DiagnosticStatus:
+    """Build the planner's diagnostic status.
+
+    WARN when the node is not active or the last goal failed; ERROR when it is active but
+    misses a world-model or robot interface it needs to serve a goal; OK otherwise.
+    """
+    problems = []
+    if state.lifecycle != "active":
+        problems.append((DiagnosticStatus.WARN, f"not serving goals (lifecycle {state.lifecycle})"))
+    missing = [peer.name for peer in state.peers if not peer.available]
+    if missing and state.lifecycle == "active":
+        problems.append((DiagnosticStatus.ERROR, f"unreachable: {', '.join(missing)}"))
+    if state.goals.last_failure:
+        problems.append((DiagnosticStatus.WARN, f"last goal failed: {state.goals.last_failure}"))
+    decision = state.last_decision
+    ok = "active" + (f"; last plan {decision.plan}" if decision else "")
+    values = {
+        "lifecycle_state": state.lifecycle,
+        "goals_received": str(state.goals.received),
+        "goals_succeeded": str(state.goals.served),
+        "goals_failed": str(state.goals.failed),
+        "goals_running": str(state.goals.running),
+        "last_failure": state.goals.last_failure,
+        "last_plan": decision.plan if decision else "",
+        "last_decision_latency_s": f"{decision.latency_s:.3f}" if decision else "",
+    }
+    for peer in state.peers:
+        values[peer.key] = peer.name
+        values[f"{peer.key}_available"] = str(peer.available).lower()
+    values["process_memory_bytes"] = str(state.memory_bytes)
+    return status(name, HARDWARE_ID, problems, ok, values)
 
 
 class PlannerNode(LifecycleNode):
@@ -60,6 +136,8 @@ class PlannerNode(LifecycleNode):
         self._frame_lock = threading.Lock()
         self._busy = threading.Lock()
         self._active = False
+        self._goals = OutcomeLog()
+        self._last_decision: Decision | None = None
         self._world_model = WorldModelClient(
             namespace=self.settings["world_model.namespace"], node=self
         )
@@ -87,6 +165,7 @@ class PlannerNode(LifecycleNode):
             cancel_callback=lambda _goal: CancelResponse.ACCEPT,
             callback_group=ReentrantCallbackGroup(),
         )
+        publish_periodically(self, self.settings["diagnostics.period"], self._report)
 
     # Lifecycle -------------------------------------------------------------------------------
 
@@ -127,23 +206,38 @@ class PlannerNode(LifecycleNode):
     def _on_goal(self, goal_handle: ServerGoalHandle) -> PlanAndExecute.Result:
         result = PlanAndExecute.Result()
         received = self.get_clock().now()
+        self._goals.received()
         if not self._busy.acquire(blocking=False):
             result.message = "busy: another goal is being planned or executed"
+            self._goals.failed(result.message)
             goal_handle.abort()
             return result
+        failure = "an unexpected error (see the log)"
         try:
             if not self._active:
                 raise PlanningError("the planner is not active (lifecycle state); activate it")
             self._plan(goal_handle, received, result)
             result.success = True
             goal_handle.succeed()
+            failure = ""
         except (ValueError, TimeoutError, RuntimeError) as error:  # bad goal or a peer's failure
             result.success, result.message = False, str(error)
+            failure = str(error) or repr(error)
             self.get_logger().warning(f"goal failed: {error}")
             goal_handle.abort()
         finally:
             self._busy.release()
+            self._account(result, failure)
         return result
+
+    def _account(self, result: PlanAndExecute.Result, failure: str) -> None:
+        """Count a finished goal, and its decision if it got that far, for the diagnostics."""
+        if result.plan:
+            self._last_decision = Decision(planning.join(result.plan), result.planning_seconds)
+        if failure:
+            self._goals.failed(failure)
+        else:
+            self._goals.served()
 
     def _plan(
         self, goal_handle: ServerGoalHandle, received: Time, result: PlanAndExecute.Result
@@ -234,6 +328,34 @@ class PlannerNode(LifecycleNode):
             )
         names = [s for s in requested if s != NOOP_SKILL] or list(offered)
         return {**{name: offered[name] for name in names}, NOOP_SKILL: noop}
+
+    # Diagnostics -----------------------------------------------------------------------------
+
+    def _report(self) -> DiagnosticStatus:
+        state = PlannerState(
+            lifecycle=lifecycle_state(self),
+            goals=self._goals.snapshot(),
+            last_decision=self._last_decision,
+            peers=self._peers(),
+            memory_bytes=process_memory_bytes(),
+        )
+        return planner_status(f"{self.get_fully_qualified_name()}: planner", state)
+
+    def _peers(self) -> tuple[Peer, ...]:
+        """Return the world model's and the robot's interfaces a goal needs, and if they exist."""
+        predict = self.settings["world_model.namespace"].rstrip("/") + "/predict"
+        robot = self.settings["robot.namespace"].rstrip("/")
+        get_scene, execute = f"{robot}/get_scene", f"{robot}/execute_skill"
+        return (
+            Peer("world_model_predict", predict, self.count_services(predict) > 0),
+            Peer("robot_get_scene", get_scene, self.count_services(get_scene) > 0),
+            Peer(
+                "robot_execute_skill",
+                execute,
+                self.count_services(f"{execute}/_action/send_goal") > 0,
+            ),
+            Peer("robot_camera", self._camera_topic, self.count_publishers(self._camera_topic) > 0),
+        )
 
 
 class Predictor:

@@ -13,6 +13,10 @@ frames, and runs resets and skills handed to it by the service and action callba
 skill runs, frames keep coming at the camera rate; other skill goals are aborted as busy. The
 simulator is created on configure, reset to ``scene.name`` / ``scene.layout_seed`` on activate,
 and freed on cleanup; an inactive node answers requests with the reason.
+
+Every ``diagnostics.period`` seconds, in any lifecycle state, it reports on ``/diagnostics``: the
+scene, skills executed and succeeded, and the camera's frames and the rate it achieves
+(:func:`robot_status`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -38,6 +44,15 @@ from std_msgs.msg import Header
 
 from showme_ros import loop_parameters, parameters
 from showme_ros.action import ExecuteSkill
+from showme_ros.diagnostics import (
+    OutcomeLog,
+    Outcomes,
+    RateMeter,
+    lifecycle_state,
+    process_memory_bytes,
+    publish_periodically,
+    status,
+)
 from showme_ros.executor import ResilientExecutor, log_contained_error
 from showme_ros.image_conversion import rgb_to_image
 from showme_ros.middleware import free_transport_buffers
@@ -48,6 +63,77 @@ from showme_ros.srv import GetScene, ResetScene
 NODE_NAME = "sim_robot"
 # Meta-World's control period: 5 MuJoCo steps of 2.5 ms per env.step.
 CONTROL_PERIOD_S = 0.0125
+HARDWARE_ID = "metaworld_sim"
+# The camera rate is measured over this window; below this share of camera.rate it is a WARN.
+CAMERA_RATE_WINDOW_S = 5.0
+CAMERA_RATE_WARN_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class CameraState:
+    """Frames the camera published and the rate it achieved over the last measuring window."""
+
+    frames: int
+    rate_hz: float
+    target_hz: float
+    settled: bool  # a whole measuring window has passed since the camera started
+
+
+@dataclass(frozen=True)
+class RobotState:
+    """What the robot knows about itself when the report is made."""
+
+    lifecycle: str
+    activation_error: str
+    scene: str
+    layout_seed: int | None
+    skills: Outcomes
+    skills_succeeded: int
+    last_skill: str
+    camera: CameraState
+    memory_bytes: int
+
+
+def robot_status(name: str, state: RobotState) -> DiagnosticStatus:
+    """Build the simulated robot's diagnostic status.
+
+    ERROR when the last activation failed; WARN when the node is not active, the camera runs
+    below ``CAMERA_RATE_WARN_SHARE`` of its rate, or the last skill request failed; OK otherwise.
+    """
+    active = state.lifecycle == "active"
+    camera = state.camera
+    problems = []
+    if state.activation_error and not active:
+        problems.append((DiagnosticStatus.ERROR, f"activation failed: {state.activation_error}"))
+    elif not active:
+        problems.append((DiagnosticStatus.WARN, f"not serving (lifecycle {state.lifecycle})"))
+    if active and camera.settled and camera.rate_hz < CAMERA_RATE_WARN_SHARE * camera.target_hz:
+        problems.append(
+            (DiagnosticStatus.WARN, f"camera at {camera.rate_hz:.1f} Hz of {camera.target_hz:g} Hz")
+        )
+    if state.skills.last_failure:
+        problems.append(
+            (DiagnosticStatus.WARN, f"last skill request failed: {state.skills.last_failure}")
+        )
+    seed = "" if state.layout_seed is None else str(state.layout_seed)
+    ok = f"active: scene {state.scene} (layout seed {seed}), camera {camera.rate_hz:.1f} Hz"
+    values = {
+        "lifecycle_state": state.lifecycle,
+        "scene": state.scene,
+        "layout_seed": seed,
+        "skills_received": str(state.skills.received),
+        "skills_executed": str(state.skills.served),
+        "skills_succeeded": str(state.skills_succeeded),
+        "skill_requests_failed": str(state.skills.failed),
+        "skills_running": str(state.skills.running),
+        "last_skill": state.last_skill,
+        "last_failure": state.skills.last_failure,
+        "camera_frames_published": str(camera.frames),
+        "camera_rate_hz": f"{camera.rate_hz:.2f}",
+        "camera_rate_target_hz": f"{camera.target_hz:g}",
+        "process_memory_bytes": str(state.memory_bytes),
+    }
+    return status(name, HARDWARE_ID, problems, ok, values)
 
 
 class SimulatorThread:
@@ -140,6 +226,13 @@ class SimRobotNode(LifecycleNode):
         self._busy = threading.Lock()
         self._image_publisher = None
         self._info_publisher = None
+        self._scene: tuple[str, int] | None = None
+        self._activation_error = ""
+        self._skills = OutcomeLog()
+        self._skills_succeeded = 0
+        self._last_skill = ""
+        self._account_lock = threading.Lock()
+        self._camera = RateMeter(CAMERA_RATE_WINDOW_S)
         group = ReentrantCallbackGroup()
         deliver_patiently(
             self.create_service(ResetScene, "reset_scene", self._on_reset, callback_group=group)
@@ -156,6 +249,7 @@ class SimRobotNode(LifecycleNode):
             cancel_callback=lambda _goal: CancelResponse.ACCEPT,
             callback_group=group,
         )
+        publish_periodically(self, self.settings["diagnostics.period"], self._report)
 
     # Lifecycle -------------------------------------------------------------------------------
 
@@ -184,8 +278,11 @@ class SimRobotNode(LifecycleNode):
         try:
             self._sim.submit(lambda world: world.reset(scene, seed)).result(timeout=300)
         except Exception as error:  # any fault of the simulator: say why, stay inactive
-            self.get_logger().error(f"activation failed: cannot reset to {scene!r}: {error!r}")
+            self._activation_error = f"cannot reset to {scene!r}: {error!r}"
+            self.get_logger().error(f"activation failed: {self._activation_error}")
             return TransitionCallbackReturn.FAILURE
+        self._activation_error = ""
+        self._scene = (scene, seed)
         self._fovy = self._sim.submit(lambda world: world.vertical_fov()).result(timeout=60)
         self.get_logger().info(
             f"scene {scene} (layout seed {seed}); camera "
@@ -193,6 +290,7 @@ class SimRobotNode(LifecycleNode):
             f"{self.settings['camera.rate']:g} Hz on {self.resolve_topic_name('camera/image_raw')}"
         )
         activated = super().on_activate(state)
+        self._camera.restart()
         self._sim.streaming = True
         return activated
 
@@ -216,6 +314,7 @@ class SimRobotNode(LifecycleNode):
             self._sim.streaming = False
             self._sim.stop()
             self._sim = None
+        self._scene = None
         for publisher in (self._image_publisher, self._info_publisher):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
@@ -232,6 +331,7 @@ class SimRobotNode(LifecycleNode):
         header = self._header()
         self._image_publisher.publish(rgb_to_image(rgb, header))
         self._info_publisher.publish(camera_info(header, rgb.shape[1], rgb.shape[0], self._fovy))
+        self._camera.tick()
 
     # Requests --------------------------------------------------------------------------------
 
@@ -254,6 +354,7 @@ class SimRobotNode(LifecycleNode):
             response.success = False
             response.message = str(error) if isinstance(error, ValueError) else repr(error)
             return response
+        self._scene = (request.scene, request.layout_seed)
         response.skills = [s.name for s in skills]
         response.instructions = [s.instruction for s in skills]
         response.success = True
@@ -284,14 +385,17 @@ class SimRobotNode(LifecycleNode):
     def _on_execute(self, goal_handle: ServerGoalHandle) -> ExecuteSkill.Result:
         result = ExecuteSkill.Result()
         request = goal_handle.request
+        self._skills.received()
         try:
             sim = self._active_simulator()
         except ValueError as error:
             result.message = str(error)
+            self._skills.failed(result.message)
             goal_handle.abort()
             return result
         if not self._busy.acquire(blocking=False):
             result.message = "busy: another skill is running"
+            self._skills.failed(result.message)
             goal_handle.abort()
             return result
         try:
@@ -301,6 +405,7 @@ class SimRobotNode(LifecycleNode):
             )
         except Exception as error:  # a bad skill name, or a fault of the simulator: say which
             result.message = str(error) if isinstance(error, ValueError) else repr(error)
+            self._skills.failed(result.message)
             goal_handle.abort()
             return result
         finally:
@@ -314,7 +419,15 @@ class SimRobotNode(LifecycleNode):
             goal_handle.canceled()
         else:
             goal_handle.succeed()
+        self._account(result)
         return result
+
+    def _account(self, result: ExecuteSkill.Result) -> None:
+        """Count a skill that ran to its end, for the diagnostics."""
+        with self._account_lock:
+            self._skills_succeeded += int(result.success)
+            self._last_skill = result.message
+        self._skills.served()
 
     def _skill_command(
         self, goal_handle: ServerGoalHandle, request: ExecuteSkill.Goal
@@ -347,6 +460,29 @@ class SimRobotNode(LifecycleNode):
             return world.execute(request.skill, max_steps, on_step)
 
         return run
+
+    # Diagnostics -----------------------------------------------------------------------------
+
+    def _report(self) -> DiagnosticStatus:
+        scene, seed = self._scene or ("", None)
+        camera = CameraState(
+            frames=self._camera.total,
+            rate_hz=self._camera.per_second(),
+            target_hz=self.settings["camera.rate"],
+            settled=self._camera.settled(),
+        )
+        state = RobotState(
+            lifecycle=lifecycle_state(self),
+            activation_error=self._activation_error,
+            scene=scene,
+            layout_seed=seed,
+            skills=self._skills.snapshot(),
+            skills_succeeded=self._skills_succeeded,
+            last_skill=self._last_skill,
+            camera=camera,
+            memory_bytes=process_memory_bytes(),
+        )
+        return robot_status(f"{self.get_fully_qualified_name()}: simulated robot", state)
 
 
 def camera_info(header: Header, width: int, height: int, fovy_deg: float) -> CameraInfo:
