@@ -308,6 +308,8 @@ def publish_periodically(
     publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def publish() -> None:
+        if not node.context.ok():  # shutting down: the graph and the publisher are going away
+            return
         array = DiagnosticArray(status=[build()])
         array.header.stamp = node.get_clock().now().to_msg()
         publisher.publish(array)
