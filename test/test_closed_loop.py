@@ -30,8 +30,8 @@ from showme_ros.sim_world import NOOP_SKILL, SimWorld
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 300.0
-# docs/BENCHMARKS.md (closed loop): with K=4 the planner met every drawer open/close goal on the
-# nine held-out layouts (it is not reliable on do-nothing goals); 2040 is one of those layouts.
+# docs/BENCHMARKS.md (closed loop): with K=1 and K=4 the planner met every drawer goal (open,
+# close, do nothing) on the nine held-out layouts; 2040 is one of those layouts.
 SCENE, LAYOUT = "drawer", 2040
 OVERRIDES = {
     "device": "cpu",
