@@ -8,11 +8,13 @@
 #                 main run at this recipe's thread count, so that every run here is comparable)
 #   no-stage1     stage 2 without the stage-1 adapter
 # Then each is evaluated in video mode on the val split (settings are chosen there, never on the
-# held-out layouts), and the prediction adapters are compared with the motion-0 run's
-# (relative change of the effective weight update). Resumable like the main recipe.
+# held-out layouts), with the base model alone (image and video mode) as a further row, and
+# the prediction adapters are compared with the motion-0 run's (relative change of the
+# effective weight update). Resumable like the main recipe. docs/RESULTS.md reads the results.
 #   bash training/recipes/metaworld64v-ablations.sh
 #   STEPS="train" bash training/recipes/metaworld64v-ablations.sh
-#   ONLY="motion-0 no-stage1" bash training/recipes/metaworld64v-ablations.sh   # some runs only
+#   ONLY="motion-0 no-stage1" bash training/recipes/metaworld64v-ablations.sh   # some rows only
+#   (rows: base and the names below)
 set -euo pipefail
 
 PY=${SHOWME_PY:-.venv/bin/python}
@@ -48,6 +50,21 @@ if wants train; then
 fi
 
 if wants eval; then
+  # the base model alone (refined decoder, no adapter), image and video mode
+  if chosen base; then
+    model=$OUT/models/base
+    for mode in image video; do
+      [ -f "$OUT/eval/$mode-val-base.json" ] && continue
+      if [ ! -f "$model/model_index.json" ]; then
+        mkdir -p "$OUT/models"
+        cp -r "$RUNS/base/final/model" "$model"
+        cp "$RUNS/vae_decoder/diffusion_pytorch_model.safetensors" "$model/vae/"
+      fi
+      timed "eval-base-$mode" $RUN $PY -m training.evaluate --model "$model" \
+        --manifest "$RUNS/val/manifest.jsonl" --split val --phrasings recorded --mode "$mode" \
+        --off-arm --workers 2 --out "$OUT/eval/$mode-val-base.json"
+    done
+  fi
   for item in $RUNS_LIST; do
     IFS=: read -r name override <<< "$item"
     chosen "$name" || continue
