@@ -107,12 +107,13 @@ def test_shipped_model_stores_the_settings_its_card_reports():
     stored = json.loads((folder / SAMPLER_CONFIG_NAME).read_text())
     assert stored == {
         "num_inference_steps": 10,
-        "guidance_scale": 1.0,
+        "guidance_scale": 2.0,
         "eta": 1.0,
         "scheduler": "ddim",
         "num_frames": 8,
-        "frame_stride": None,
+        "frame_stride": 2,
     }
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "--num-steps 10 --guidance-scale 1" in card and "--eta 1" in card
+    card_settings = "DDIM, 10 steps, guidance 2, eta 1,\n8-frame rollouts at frame stride 2"
+    assert card_settings in card
     assert ShowMePipeline.from_pretrained(folder).sampler_config == SamplerConfig(**stored)
