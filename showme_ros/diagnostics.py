@@ -164,9 +164,15 @@ def report(
         "frames_dropped": str(frames.dropped),
         "newest_frame_age_s": "" if frames.newest_age_s is None else f"{frames.newest_age_s:.3f}",
         "frames_stale": str(stale).lower(),
-        "process_memory_bytes": str(psutil.Process().memory_info().rss),
+        "process_memory_bytes": str(process_memory_bytes()),
         "gpu_memory_bytes": str(model.gpu_memory_bytes),
     }
+    return _diagnostic_status(level, name, message, hardware_id, values)
+
+
+def _diagnostic_status(
+    level: bytes, name: str, message: str, hardware_id: str, values: dict[str, str]
+) -> DiagnosticStatus:
     return DiagnosticStatus(
         level=level,
         name=name,
@@ -289,13 +295,7 @@ def status(
     """Build a status at the worst level of ``problems`` (level, reason), or OK saying ``ok``."""
     level = max((level for level, _ in problems), default=DiagnosticStatus.OK)
     message = "; ".join(reason for _, reason in problems) or ok
-    return DiagnosticStatus(
-        level=level,
-        name=name,
-        message=message,
-        hardware_id=hardware_id,
-        values=[KeyValue(key=key, value=value) for key, value in values.items()],
-    )
+    return _diagnostic_status(level, name, message, hardware_id, values)
 
 
 def publish_periodically(

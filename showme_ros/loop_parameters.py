@@ -11,7 +11,7 @@ from typing import Any
 
 from rclpy.node import Node
 
-from showme_ros.parameters import Spec
+from showme_ros.parameters import DIAGNOSTICS_PERIOD, Spec
 
 COMMON: tuple[Spec, ...] = (
     Spec(
@@ -20,13 +20,7 @@ COMMON: tuple[Spec, ...] = (
         "Stay unconfigured at start and wait for a lifecycle manager instead of activating.",
         read_only=True,
     ),
-    Spec(
-        "diagnostics.period",
-        1.0,
-        "Seconds between /diagnostics messages.",
-        read_only=True,
-        bounds=(0.1, 60.0),
-    ),
+    DIAGNOSTICS_PERIOD,
 )
 
 SIM_ROBOT: tuple[Spec, ...] = (

@@ -31,6 +31,15 @@ class Spec:
     choices: tuple[str, ...] = ()
 
 
+# Shared with the closed-loop nodes (showme_ros.loop_parameters).
+DIAGNOSTICS_PERIOD = Spec(
+    "diagnostics.period",
+    1.0,
+    "Seconds between /diagnostics messages.",
+    read_only=True,
+    bounds=(0.1, 60.0),
+)
+
 SPECS: tuple[Spec, ...] = (
     Spec(
         "model.path",
@@ -220,13 +229,7 @@ SPECS: tuple[Spec, ...] = (
         "Continuous-mode prediction: image (goal image) or video (rollout).",
         choices=("image", "video"),
     ),
-    Spec(
-        "diagnostics.period",
-        1.0,
-        "Seconds between /diagnostics messages.",
-        read_only=True,
-        bounds=(0.1, 60.0),
-    ),
+    DIAGNOSTICS_PERIOD,
 )
 
 

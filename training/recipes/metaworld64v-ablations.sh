@@ -17,22 +17,13 @@
 #   (rows: base and the names below)
 set -euo pipefail
 
-PY=${SHOWME_PY:-.venv/bin/python}
-export OMP_NUM_THREADS=${THREADS:-1}
-RUN="nice -n ${NICE:-19}"
-TRAIN=${SHOWME_TRAIN:-"$PY -m training.train"}
+source "$(dirname "$0")/common.sh"
 STEPS=${STEPS:-"train eval compare"}
 RUNS=runs/metaworld64v
 OUT=$RUNS/ablations
 CONFIG=training/configs/metaworld64v-stage2.yaml
 mkdir -p "$OUT"
-
-wants() { [[ " $STEPS " == *" $1 "* ]]; }
-timed() {  # timed NAME COMMAND...: run, and append the step's wall time to $OUT/times.tsv
-  local start=$SECONDS
-  "${@:2}"
-  printf '%s\t%d s\n' "$1" $((SECONDS - start)) >> "$OUT/times.tsv"
-}
+TIMES=$OUT/times.tsv
 
 # name:override pairs; the stage-1 adapter stays unless the override removes it
 RUNS_LIST="motion-0:motion.weight=0 motion-1e-3:motion.weight=1e-3 motion-1e-2:motion.weight=1e-2

@@ -11,21 +11,12 @@
 # SHOWME_TRAIN="accelerate launch -m training.train" to run the training steps unchanged.
 set -euo pipefail
 
-PY=${SHOWME_PY:-.venv/bin/python}
-export OMP_NUM_THREADS=${THREADS:-1}
-RUN="nice -n ${NICE:-19}"
-TRAIN=${SHOWME_TRAIN:-"$PY -m training.train"}
+source "$(dirname "$0")/common.sh"
 STEPS=${STEPS:-"data init base decoder depth stage1 flow stage2 eval export"}
 RUNS=runs/metaworld64v
 DATA=$RUNS/data
 mkdir -p "$RUNS"
-
-wants() { [[ " $STEPS " == *" $1 "* ]]; }
-timed() {  # timed NAME COMMAND...: run, and append the step's wall time to $RUNS/times.tsv
-  local start=$SECONDS
-  "${@:2}"
-  printf '%s\t%d s\n' "$1" $((SECONDS - start)) >> "$RUNS/times.tsv"
-}
+TIMES=$RUNS/times.tsv
 
 # 1. Data. Layout seeds are fixed here once: 0-199 train (a quarter of the scene layouts also
 #    give a no-op clip), 2100-2109 val (choosing settings), 3000-3029 held-out test (never used
