@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 
 from showme_model import adapters
-from showme_model.onnx_export import MODE_ROLES, example_inputs, export_model, merged_unet
+from showme_model.onnx_export import example_inputs, export_model, merged_unet
 from showme_model.onnx_unet import onnx_pipeline
 from showme_model.pipeline import SHIPPED_MODEL, ShowMePipeline
 
@@ -58,7 +58,7 @@ def forward_runs(
 ) -> dict[str, Callable[[], object]]:
     """One UNet forward of ``mode`` three ways, on the same inputs."""
     model = eager.model
-    roles = MODE_ROLES[mode]
+    roles = adapters.roles_for_mode(model, mode)
     merged = merged_unet(model.unet, roles)
     inputs = example_inputs(model, mode, frames, batch)
     stride = inputs[3] if mode == "video" else None

@@ -8,10 +8,12 @@ Two roles, matching ShowMe's two training stages:
 
 Both use LoRA scaling 1 (``lora_alpha == r``, per module when ranks differ) and dropout 0.1.
 They may share layers; which roles act in a forward pass is chosen per call with
-:func:`active_adapters` (image mode: ``manipulation``; video mode: ``manipulation`` and
-``prediction``). Which role trains is set with :func:`set_trainable_adapter`; activating
-adapters never changes which parameters train (peft's ``set_adapter`` would mark every active
-adapter trainable, so the flags are restored after it).
+:func:`active_adapters`. The method's choice per mode (image mode: ``manipulation``; video mode:
+``manipulation`` and ``prediction``) is :data:`METHOD_MODE_ROLES`; a model folder may store
+another in ``mode_adapters.json`` (:func:`read_mode_roles`), e.g. when its validation showed a
+mode to be better without an adapter. Which role trains is set with
+:func:`set_trainable_adapter`; activating adapters never changes which parameters train (peft's
+``set_adapter`` would mark every active adapter trainable, so the flags are restored after it).
 
 An adapter folder is a peft adapter of the whole model: ``adapter_config.json`` is a peft
 ``LoraConfig`` whose targets are named from the model's root (``unet.<module>``,
@@ -69,6 +71,11 @@ ROLES: dict[str, Role] = {
 }
 IMAGE_MODE_ROLES = ("manipulation",)
 VIDEO_MODE_ROLES = ("manipulation", "prediction")
+METHOD_MODE_ROLES: dict[str, tuple[str, ...]] = {
+    "image": IMAGE_MODE_ROLES,
+    "video": VIDEO_MODE_ROLES,
+}
+MODE_ROLES_NAME = "mode_adapters.json"
 
 
 class AdapterError(ValueError):
@@ -79,6 +86,85 @@ def _role(role: str) -> Role:
     if role not in ROLES:
         raise AdapterError(f"unknown adapter role {role!r}; choose one of {', '.join(ROLES)}")
     return ROLES[role]
+
+
+def mode_roles(
+    overrides: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, tuple[str, ...]]:
+    """Return the roles acting in each mode: :data:`METHOD_MODE_ROLES` with ``overrides``.
+
+    Args:
+        overrides: Per mode (``"image"``, ``"video"``), the roles that act instead of the
+            method's; modes left out keep the method's.
+
+    Raises:
+        AdapterError: An unknown mode or role, a repeated role, or roles not given as a list.
+
+    """
+    roles = dict(METHOD_MODE_ROLES)
+    for mode, chosen in (overrides or {}).items():
+        if mode not in METHOD_MODE_ROLES:
+            raise AdapterError(f"unknown mode {mode!r}; choose from {', '.join(METHOD_MODE_ROLES)}")
+        if isinstance(chosen, str) or not isinstance(chosen, Sequence):
+            raise AdapterError(f"{mode} mode: the roles must be a list, got {chosen!r}")
+        for role in chosen:
+            _role(role)
+        if len(set(chosen)) != len(chosen):
+            raise AdapterError(f"{mode} mode: a role is repeated in {list(chosen)}")
+        roles[mode] = tuple(chosen)
+    return roles
+
+
+def roles_for_mode(model: nn.Module, mode: str, present: Sequence[str] | None = None) -> list[str]:
+    """Return the roles that act in ``mode`` on ``model``: its chosen roles that are loaded.
+
+    Args:
+        model: A ``ShowMeModel``; its ``mode_roles`` (``None``: the method's) choose the roles.
+        mode: ``"image"`` or ``"video"``.
+        present: The model's loaded roles when already known (:func:`adapter_roles`).
+
+    """
+    loaded = adapter_roles(model) if present is None else present
+    return [role for role in mode_roles(model.mode_roles)[mode] if role in loaded]
+
+
+def set_mode_roles(model: nn.Module, mode: str, roles: Sequence[str]) -> None:
+    """Make ``roles`` the roles acting in ``mode`` on ``model`` (a ``ShowMeModel``)."""
+    model.mode_roles = mode_roles({**mode_roles(model.mode_roles), mode: tuple(roles)})
+
+
+def read_mode_roles(folder: str | Path) -> dict[str, tuple[str, ...]] | None:
+    """Read the per-mode roles a model folder stores in :data:`MODE_ROLES_NAME` (validated).
+
+    Returns:
+        Every mode's roles (:func:`mode_roles`), or ``None`` when the folder stores none.
+
+    Raises:
+        AdapterError: The file is not valid JSON or names an unknown mode or role.
+
+    """
+    path = Path(folder) / MODE_ROLES_NAME
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise AdapterError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(stored, dict):
+        raise AdapterError(f"{path} must map a mode to its roles, got {stored!r}")
+    try:
+        return mode_roles(stored)
+    except AdapterError as error:
+        raise AdapterError(f"{path}: {error}") from error
+
+
+def write_mode_roles(folder: str | Path, roles: Mapping[str, Sequence[str]]) -> Path:
+    """Write every mode's roles (``roles`` over the method's) to ``folder``; returns the path."""
+    path = Path(folder) / MODE_ROLES_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chosen = {mode: list(value) for mode, value in mode_roles(roles).items()}
+    path.write_text(json.dumps(chosen, indent=2) + "\n")
+    return path
 
 
 def target_modules(model: nn.Module, role: str) -> dict[str, list[str]]:

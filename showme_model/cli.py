@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from showme_model import adapters
 from showme_model.pipeline import ShowMePipeline, default_model_path
 from showme_model.schedulers import SCHEDULERS
 from showme_model.writers import make_strip, write_frames, write_png
@@ -60,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--eta", type=float, help="DDIM noise scale" + stored)
     predict.add_argument("--frame-stride", type=int, help="frame-stride condition" + stored)
     predict.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="sampler" + stored)
+    predict.add_argument(
+        "--adapters",
+        nargs="*",
+        choices=sorted(adapters.ROLES),
+        metavar="ROLE",
+        help="adapter roles acting in this mode, none when given alone (default: the model "
+        "folder's choice, mode_adapters.json, else the method's)",
+    )
     predict.add_argument("--seed", type=int, default=None, help="random when not given")
     predict.add_argument("--resize-mode", choices=("crop", "stretch"), default="crop")
     predict.add_argument(
@@ -96,6 +105,8 @@ def predict(args: argparse.Namespace) -> list[Path]:
     pipeline = ShowMePipeline.from_pretrained(
         model_folder, device=args.device, dtype=DTYPES[args.dtype]
     )
+    if args.adapters is not None:
+        adapters.set_mode_roles(pipeline.model, args.mode, args.adapters)
     image = read_image(args.image)
     with tqdm(desc=f"showme {args.mode}", unit="step") as bar:
 

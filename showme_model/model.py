@@ -4,12 +4,14 @@ A model folder follows diffusers' layout: ``model_index.json`` names each compon
 and each component has its own sub-folder with its config and one safetensors file. LoRA
 adapters, when present, live in ``adapters/<role>/`` (see :mod:`showme_model.adapters`), and
 the sampler settings the model was tuned for in ``sampler_config.json`` (see
-:mod:`showme_model.sampler_config`).
+:mod:`showme_model.sampler_config`) and, when a mode runs other adapters than the method's, the
+roles of each mode in ``mode_adapters.json`` (:func:`showme_model.adapters.read_mode_roles`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -70,6 +72,8 @@ class ShowMeModel(nn.Module):
             prediction type the UNet was trained with).
         sampler_config: The sampler settings stored with the model, or ``None`` when it has
             none (the pipeline then uses the reference sampler).
+        mode_roles: The adapter roles acting in each mode when they differ from the method's
+            (:func:`showme_model.adapters.mode_roles`); ``None``: the method's.
 
     """
 
@@ -82,6 +86,7 @@ class ShowMeModel(nn.Module):
         image_projector: ImageProjector,
         scheduler_config: dict,
         sampler_config: SamplerConfig | None = None,
+        mode_roles: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -91,6 +96,7 @@ class ShowMeModel(nn.Module):
         self.image_projector = image_projector
         self.scheduler_config = dict(scheduler_config)
         self.sampler_config = sampler_config
+        self.mode_roles = mode_roles
 
     @classmethod
     def from_config_name(cls, name: str) -> ShowMeModel:
@@ -208,7 +214,8 @@ class ShowMeModel(nn.Module):
     def save_pretrained(self, folder: str | Path, variant: str | None = None) -> None:
         """Write the components, the scheduler config and ``model_index.json`` to ``folder``.
 
-        The sampler settings are written when the model has them. Adapters injected with
+        The sampler settings and the per-mode adapter roles are written when the model has
+        them. Adapters injected with
         :mod:`showme_model.adapters` are written to ``adapters/<role>`` and left out of the base
         weights.
 
@@ -245,6 +252,8 @@ class ShowMeModel(nn.Module):
         (folder / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
         if self.sampler_config is not None:
             self.sampler_config.save_pretrained(folder)
+        if self.mode_roles is not None:
+            adapters.write_mode_roles(folder, self.mode_roles)
         for role in adapters.adapter_roles(self):
             path = folder / ADAPTERS_FOLDER / role
             if variant is None or not path.is_dir():
@@ -271,6 +280,7 @@ class ShowMeModel(nn.Module):
         Raises:
             ModelFolderError: The folder or one of its components is missing or unreadable.
             SamplerSettingsError: The folder's ``sampler_config.json`` is unreadable or invalid.
+            AdapterError: The folder's ``mode_adapters.json`` is unreadable or invalid.
 
         """
         from showme_model import adapters
@@ -288,6 +298,7 @@ class ShowMeModel(nn.Module):
             **components,
             scheduler_config=scheduler_config,
             sampler_config=SamplerConfig.from_pretrained(folder),
+            mode_roles=adapters.read_mode_roles(folder),
         )
         if load_adapters and (folder / ADAPTERS_FOLDER).is_dir():
             for path in sorted((folder / ADAPTERS_FOLDER).iterdir()):

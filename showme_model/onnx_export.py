@@ -38,10 +38,6 @@ from showme_model.unet import ShowMeUNet
 
 Mode = Literal["image", "video"]
 MODES: tuple[Mode, ...] = ("image", "video")
-MODE_ROLES: dict[Mode, tuple[str, ...]] = {
-    "image": adapter_lib.IMAGE_MODE_ROLES,
-    "video": adapter_lib.VIDEO_MODE_ROLES,
-}
 EXPORT_CONFIG = "onnx_export.json"
 OUTPUT_NAME = "model_output"
 DEFAULT_OPSET = 18
@@ -165,8 +161,7 @@ def export_unet(
         raise ValueError(f"mode must be 'image' or 'video', got {mode!r}")
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
-    present = adapter_lib.adapter_roles(model)
-    roles = [role for role in MODE_ROLES[mode] if role in present]
+    roles = adapter_lib.roles_for_mode(model, mode)
     module = ModeUNet(merged_unet(model.unet, roles), mode).eval()
     inputs = example_inputs(model, mode, num_frames)
     names = input_names(mode)
@@ -203,7 +198,6 @@ def export_model(
 
     """
     folder = Path(folder)
-    present = adapter_lib.adapter_roles(model)
     description: dict = {
         "unet_config": {k: v for k, v in model.unet.config.items() if not k.startswith("_")},
         "opset": opset,
@@ -218,7 +212,7 @@ def export_model(
             "file": graph_file(mode),
             "num_frames": num_frames if mode == "video" else 1,
             "temporal": mode == "video",
-            "adapters": [role for role in MODE_ROLES[mode] if role in present],
+            "adapters": adapter_lib.roles_for_mode(model, mode),
             "inputs": input_names(mode),
         }
     (folder / EXPORT_CONFIG).write_text(json.dumps(description, indent=2) + "\n")

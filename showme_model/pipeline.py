@@ -8,6 +8,10 @@ One call encodes the inputs, runs the denoising loop and decodes the frames:
   ``manipulation`` and ``prediction`` adapters act, and the concat condition is the source
   image's latent at frame 0 with zeros elsewhere (as ShowMe's inference does).
 
+Those are the method's adapters per mode; a model folder may choose others in
+``mode_adapters.json`` (:attr:`ShowMeModel.mode_roles`), which the pipeline follows. The roles of
+a mode that are not loaded are left out.
+
 Sampler settings (``num_inference_steps``, ``guidance_scale``, ``eta``, ``scheduler``,
 ``num_frames``, ``frame_stride``) default to ``None``: the call then takes
 :attr:`ShowMePipeline.sampler_config`, the settings stored in the model folder
@@ -88,7 +92,6 @@ StepEndCallback = Callable[
 ]
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "showme-metaworld-64"
 DEFAULT_MAX_FRAMES = 16  # DynamiCrafter's training length, used when the model does not say
-MODE_ROLES = {"image": adapter_lib.IMAGE_MODE_ROLES, "video": adapter_lib.VIDEO_MODE_ROLES}
 TEXT_CACHE_SIZE = 256
 DEFAULT_IMAGE_CACHE_SIZE = 256
 
@@ -227,6 +230,7 @@ class ShowMePipeline:
         self._text_cache = _Cache(TEXT_CACHE_SIZE)
         self._image_cache = _Cache(image_cache_size)
         self._roles_present = adapter_lib.adapter_roles(model)
+        adapter_lib.mode_roles(model.mode_roles)  # refuse a bad stored choice before any call
         self._roles_active: tuple[str, ...] | None = None
         self._offload_hooks: dict[str, UserCpuOffloadHook] = {}
         self._encoder_offload: EncoderOffload | None = None
@@ -422,7 +426,7 @@ class ShowMePipeline:
         return self._interrupt
 
     def _roles(self, mode: Mode) -> list[str]:
-        return [role for role in MODE_ROLES[mode] if role in self._roles_present]
+        return adapter_lib.roles_for_mode(self.model, mode, self._roles_present)
 
     def _activate(self, roles: Sequence[str]) -> None:
         if self._roles_present and tuple(roles) != self._roles_active:
@@ -551,7 +555,7 @@ class ShowMePipeline:
             PredictionCancelledError: A step callback interrupted the call.
 
         """
-        if mode not in MODE_ROLES:
+        if mode not in adapter_lib.METHOD_MODE_ROLES:
             raise ValueError(f"mode must be 'image' or 'video', got {mode!r}")
         settings = self._resolve(
             image_guidance_scale,

@@ -153,6 +153,10 @@ def test_showme_eval_off_arm_and_no_op_on_a_generated_metaworld_split(metaworld_
     assert 0.5 < summary["off_arm_fraction"] < 0.97
     assert 15 < summary["ceiling_off_arm_goal_psnr"] < 60
     assert summary["off_arm_swap_accuracy"] == 1.0 and summary["swap_accuracy"] == 1.0
+    pairs = results["breakdowns"]["pair"]
+    # A light blur keeps the drawer's large change but blurs away part of the window's.
+    assert pairs["drawer-close-v3/drawer-open-v3"]["ceiling_off_arm_swap_accuracy"] == 1.0
+    assert summary["ceiling_off_arm_swap_accuracy"] < 1.0
     assert summary["noop_input_psnr"] == PSNR_CAP_DB and summary["noop_choice_accuracy"] == 1.0
     assert summary["noop_input_margin"] > 3
     breakdowns = results["breakdowns"]
@@ -174,6 +178,21 @@ def test_showme_eval_off_arm_and_no_op_on_a_generated_metaworld_split(metaworld_
     summary = copied["summary"]
     assert summary["off_arm_goal_psnr"] == pytest.approx(summary["baseline_off_arm_goal_psnr"])
     assert "ceiling_off_arm_goal_psnr" not in summary  # no autoencoder given
+    assert "ceiling_off_arm_swap_accuracy" not in summary
+
+    exact, _ = _run(
+        metaworld_manifest, tmp_path / "exact.json", _copy, "--off-arm", reconstruct=list
+    )
+    assert exact["summary"]["ceiling_off_arm_swap_accuracy"] == 1.0
+
+    def erase(images):
+        return [np.full_like(image, 60) for image in images]
+
+    erased, _ = _run(
+        metaworld_manifest, tmp_path / "erased.json", _copy, "--off-arm", reconstruct=erase
+    )
+    # An autoencoder that loses the scene caps the off-arm swap at chance, whatever the model.
+    assert erased["summary"]["ceiling_off_arm_swap_accuracy"] == 0.5
     assert summary["noop_input_margin"] == 0.0 and summary["noop_choice_accuracy"] == 0.5
     assert summary["off_arm_swap_accuracy"] == 0.5
 

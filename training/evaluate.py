@@ -272,16 +272,32 @@ def _add_swap_scores(
     goals: Sequence[np.ndarray],
     groups: Sequence[list[int]],
     arm_masks: Sequence[np.ndarray | None] | None,
+    reconstructions: Sequence[np.ndarray | None] | None = None,
 ) -> None:
-    """Add each swap-scene clip's swap score (and off the arm, given the masks) to its row."""
+    """Add each swap-scene clip's swap score (and off the arm, given the masks) to its row.
+
+    With the reconstructions as well, the off-arm swap score of the autoencoder's reconstruction
+    of each true final frame is added as the ceiling: a model whose latents were exactly right
+    scores that, since every prediction passes through the decoder.
+    """
     for group in groups:
         scene = [(goals[index], samples[index].final) for index in group]
         for index, score in zip(group, swap_scores([scene])[0], strict=True):
             rows[index]["swap_accuracy"] = score
-        if arm_masks is not None:
-            masked = [(*pair, arm_masks[index]) for index, pair in zip(group, scene, strict=True)]
+        if arm_masks is None:
+            continue
+        off_arm = {"off_arm_swap_accuracy": [goals[index] for index in group]}
+        if reconstructions is not None and all(
+            reconstructions[index] is not None for index in group
+        ):
+            off_arm["ceiling_off_arm_swap_accuracy"] = [reconstructions[index] for index in group]
+        for field, predicted in off_arm.items():
+            masked = [
+                (prediction, samples[index].final, arm_masks[index])
+                for index, prediction in zip(group, predicted, strict=True)
+            ]
             for index, score in zip(group, off_arm_swap_scores(masked), strict=True):
-                rows[index]["off_arm_swap_accuracy"] = score
+                rows[index][field] = score
 
 
 def _add_noop_scores(
@@ -317,7 +333,7 @@ def evaluate(
             the true final frame's (None for no-op clips): adds the off-arm figures
             (:mod:`training.metrics.off_arm`).
         reconstructions: Per sample, the model autoencoder's reconstruction of the true final
-            frame (or None): adds the off-arm ceiling.
+            frame (or None): adds the off-arm ceilings (PSNR and swap accuracy).
 
     Returns:
         ``summary`` (each figure's mean over the clips that have it, swap and motion scores),
@@ -348,7 +364,7 @@ def evaluate(
                 )
             )
     groups = _swap_groups(samples)
-    _add_swap_scores(rows, samples, goals, groups, arm_masks)
+    _add_swap_scores(rows, samples, goals, groups, arm_masks, reconstructions)
     _add_noop_scores(rows, samples, goals)
     summary: dict[str, object] = {
         "mode": mode,
@@ -434,6 +450,7 @@ _TABLE_ROWS = (
     ("off-arm goal-image PSNR (dB)", "off_arm_goal_psnr", "baseline_off_arm_goal_psnr"),
     ("off-arm PSNR ceiling: autoencoder reconstruction (dB)", "ceiling_off_arm_goal_psnr", None),
     ("off-arm instruction-swap accuracy", "off_arm_swap_accuracy", None),
+    ("off-arm swap ceiling: autoencoder reconstruction", "ceiling_off_arm_swap_accuracy", None),
     ("share of pixels off the arm", "off_arm_fraction", None),
     ("no-op prediction PSNR to the input (dB)", "noop_input_psnr", None),
     ("skill prediction PSNR to the input, no-op layouts (dB)", "skill_input_psnr", None),
@@ -452,6 +469,7 @@ _SUBSET_COLUMNS = (
     ("off-arm copy-input", "baseline_off_arm_goal_psnr"),
     ("off-arm ceiling", "ceiling_off_arm_goal_psnr"),
     ("off-arm swap", "off_arm_swap_accuracy"),
+    ("off-arm swap ceiling", "ceiling_off_arm_swap_accuracy"),
     ("no-op PSNR to input", "noop_input_psnr"),
     ("no-op margin", "noop_input_margin"),
     ("skill vs no-op", "noop_choice_accuracy"),
@@ -619,6 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--frame-stride", type=int, help="frame-stride condition (video mode)" + stored
     )
+    parser.add_argument(
+        "--adapters",
+        nargs="*",
+        metavar="ROLE",
+        help="adapter roles (manipulation, prediction) acting in --mode, none when given alone "
+        "(default: the model folder's choice, mode_adapters.json, else the method's)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="run seed; each clip's is derived")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
@@ -671,16 +696,23 @@ def main(
     samples, skipped = load_samples(args.manifest, args.split, args.limit, args.phrasings)
     if not samples:
         raise SystemExit(f"no readable clips in split {args.split!r} (skipped: {skipped})")
-    arm_masks = reconstructions = None
+    arm_masks = reconstructions = roles = None
     if args.off_arm:
         try:
             arm_masks = goal_arm_masks(samples, Path(args.manifest).parent, args.workers)
         except ValueError as error:
             raise SystemExit(f"showme-eval --off-arm: {error}") from error
     if predictor is None:
+        from showme_model import adapters
         from showme_model.pipeline import ShowMePipeline
 
         pipeline = ShowMePipeline.from_pretrained(args.model, device=args.device)
+        if args.adapters is not None:
+            try:
+                adapters.set_mode_roles(pipeline.model, args.mode, args.adapters)
+            except adapters.AdapterError as error:
+                raise SystemExit(f"showme-eval --adapters: {error}") from error
+        roles = adapters.roles_for_mode(pipeline.model, args.mode)
         predictor = pipeline_predictor(pipeline, args.mode, settings)
         reconstruct = pipeline_reconstructor(pipeline)
     predictions = predict_all(samples, predictor, args.batch_size, args.seed)
@@ -692,6 +724,8 @@ def main(
             results, samples, predictions, args.clip, args.dino, args.lpips, args.batch_size
         )
     results["settings"] = {**vars(args), "sampler": settings.to_dict(), "skipped": skipped}
+    if roles is not None:
+        results["settings"]["adapters"] = roles
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
