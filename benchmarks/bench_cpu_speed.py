@@ -2,8 +2,8 @@
 
     python benchmarks/bench_cpu_speed.py [--repeats 7] [--compile]
 
-The shipped model (``showme-metaworld-64``, 64x64 frames) with its stored sampler settings
-(10 DDIM steps, guidance 1, 8-frame rollouts), called as the ROS node calls it (image cache off;
+The shipped model (``showme-metaworld-64``, 64x64 frames) with its stored sampler settings and
+adapters per mode (named in the table's header), called as the ROS node calls it (image cache off;
 the text cache is warm, as it is for a repeated instruction). Each variant gets its own pipeline
 on the same weights; calls alternate between the variants so that load on a shared machine
 falls on all of them alike. Time is the process's CPU time; the median of ``--repeats`` calls
@@ -33,10 +33,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from showme_model import adapters
 from showme_model.pipeline import ShowMePipeline, default_model_path
 
 MATMUL_SIZE = 1024
 INSTRUCTION = "open the drawer"
+MODES = ("image", "video")
 
 
 def to_channels_last(module: torch.nn.Module) -> None:
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> str:
         ),
     }
     to_channels_last(variants["merged + channels-last"].model)
+    settings = variants["reference"].sampler_config
     compile_seconds: dict[str, float] = {}
     if args.compile:
         variants["torch.compile (UNet)"] = ShowMePipeline.from_pretrained(
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> str:
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     rows = []
-    for mode in ("image", "video"):
+    for mode in MODES:
 
         def call(pipeline: ShowMePipeline, mode: str = mode) -> np.ndarray:
             return pipeline(image, INSTRUCTION, mode, seed=0, output_type="float").frames
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> str:
             seconds = statistics.median(samples)
             floor = gflop[name] / rate
             diff = np.abs(outputs[name] - outputs["reference"]).max()
-            label = "goal image" if mode == "image" else "8-frame rollout"
+            label = "goal image" if mode == "image" else f"{settings.num_frames}-frame rollout"
             note = ""
             if name.startswith("torch.compile"):
                 note = f" (first call {compile_seconds[f'{name} {mode}']:.0f} s wall)"
@@ -118,9 +121,13 @@ def main(argv: list[str] | None = None) -> str:
                 f"{gflop[name]:.2f} | {rate:.0f} | {floor:.3f} | {seconds / floor:.2f}x | "
                 f"{diff:.1e} |"
             )
+    roles = {mode: adapters.roles_for_mode(variants["reference"].model, mode) for mode in MODES}
     header = (
         f"Command: `{' '.join(['python', *sys.argv])}` (torch {torch.__version__}, 1 thread, "
-        f"CPU seconds, median of {args.repeats}; showme-metaworld-64, 10 DDIM steps, guidance 1)"
+        f"CPU seconds, median of {args.repeats}; showme-metaworld-64, "
+        f"{settings.num_inference_steps} {settings.scheduler.upper()} steps, guidance "
+        f"{settings.guidance_scale:g}, {settings.num_frames}-frame rollouts; adapters: image mode "
+        f"{', '.join(roles['image']) or 'none'}, video mode {', '.join(roles['video']) or 'none'})"
         "\n\n| call | variant | CPU s | speed-up | GFLOP | matmul GFLOP/s | floor s | "
         "x floor | max frame diff |\n"
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"

@@ -81,9 +81,9 @@ if wants stage2 && [ ! -d "$RUNS/stage2/final/adapters/prediction" ]; then
   timed stage2 $RUN $TRAIN stage2 --config training/configs/metaworld64v-stage2.yaml --resume
 fi
 
-# 7. Evaluation, image and video mode, with the model folder's own sampler settings: the val
-#    split (layouts 2100-2109, for choosing settings) and the held-out split (3000-3029, reported
-#    only). Skill clips give the goal, swap and off-arm figures (--off-arm: arm masks from the
+# 7. Evaluation, image and video mode, with the model folder's own sampler settings and adapter
+#    choice per mode: the val split (layouts 2100-2109, for choosing settings) and the held-out
+#    split (3000-3029, reported only). Skill clips give the goal, swap and off-arm figures (--off-arm: arm masks from the
 #    simulator); the no-op clips give the "do nothing" figures.
 if wants eval; then
   model=$RUNS/model
@@ -93,6 +93,9 @@ if wants eval; then
   mkdir -p "$model/adapters"
   cp -r "$RUNS/stage1/final/adapters/manipulation" "$RUNS/stage2/final/adapters/prediction" \
     "$model/adapters/"
+  # Video mode runs the base model alone: on the val layouts it beat base + both adapters
+  # (metaworld64v-ablations.sh; docs/RESULTS.md). Both adapters stay in the folder.
+  $PY -c "from showme_model.adapters import write_mode_roles as w; w('$model', {'video': []})"
   for set in val:val heldout:test; do
     IFS=: read -r name split <<< "$set"
     for mode in image video; do
