@@ -192,7 +192,7 @@ class SimWorld:
         if layout_seed < 0:
             raise ValueError(f"layout seed must be >= 0, got {layout_seed}")
         chosen = self.scenes[scene]
-        qpos, body_pos = self._generator._shared_start(_Layout(chosen, layout_seed))
+        qpos, body_pos = self._generator.shared_start(_Layout(chosen, layout_seed))
         self.scene, self.layout_seed = chosen, layout_seed
         self._start_qpos, self._body_pos = qpos.copy(), body_pos.copy()
         # Each task's env keeps the hand target its own reset gave it: from the start state a
@@ -234,7 +234,7 @@ class SimWorld:
     # State -----------------------------------------------------------------------------------
 
     def _env(self, task: str) -> Any:
-        return self._generator._env(task)
+        return self._generator.task_env(task)
 
     def _activate(self, task: str, qpos: np.ndarray, mocap: tuple[np.ndarray, ...]) -> None:
         """Make ``task``'s env hold the scene: joints at ``qpos`` at rest, hand target ``mocap``.

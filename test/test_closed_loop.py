@@ -241,8 +241,8 @@ def test_a_skill_from_the_start_state_ends_where_the_training_clip_ends(world):
     scene = world.scenes["door"]  # its two tasks start from different hand targets
     for task in scene.tasks:
         layout = type("Layout", (), {"scene": scene, "seed": LAYOUT})
-        qpos, body_pos = generator._shared_start(layout)
-        expert = generator._env(task)
+        qpos, body_pos = generator.shared_start(layout)
+        expert = generator.task_env(task)
         expert.set_start(qpos, body_pos)
         states, _ = expert.rollout()
         world.reset("door", LAYOUT)

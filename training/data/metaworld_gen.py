@@ -243,13 +243,19 @@ class Generator:
         self.envs: dict[str, _TaskEnv] = {}
         _, self.phrasings = load_tasks()
 
-    def _env(self, task: str) -> _TaskEnv:
+    def task_env(self, task: str) -> _TaskEnv:
+        """Return the task's environment, made on first use and reused after."""
         if task not in self.envs:
             self.envs[task] = _TaskEnv(task, self.size)
         return self.envs[task]
 
-    def _shared_start(self, job: Job) -> tuple[np.ndarray, np.ndarray]:
-        first = self._env(job.scene.tasks[0])
+    def shared_start(self, job: Job) -> tuple[np.ndarray, np.ndarray]:
+        """Return the start state (``qpos``, ``body_pos``) that a scene's tasks share at a layout.
+
+        A two-task scene starts halfway between the two tasks' own starts (object positions
+        drawn once, swapped for the second task when the scene says so).
+        """
+        first = self.task_env(job.scene.tasks[0])
         first.reset(job.seed)
         qpos, body_pos = first.env.data.qpos.copy(), first.env.model.body_pos.copy()
         if len(job.scene.tasks) == 1:
@@ -258,7 +264,7 @@ class Generator:
         if job.scene.rand_vec == "swap":
             half = len(rand_vec) // 2
             rand_vec = np.concatenate([rand_vec[half:], rand_vec[:half]])
-        second = self._env(job.scene.tasks[1])
+        second = self.task_env(job.scene.tasks[1])
         second.reset(job.seed, rand_vec)
         return (qpos + second.env.data.qpos) / 2, body_pos
 
@@ -268,8 +274,8 @@ class Generator:
         The episode is the one :meth:`run` renders (same start, same expert); a no-op clip's
         only state is the start.
         """
-        qpos, body_pos = self._shared_start(job)
-        env = self._env(job.scene.tasks[0] if task == NOOP_TASK else task)
+        qpos, body_pos = self.shared_start(job)
+        env = self.task_env(job.scene.tasks[0] if task == NOOP_TASK else task)
         env.set_start(qpos, body_pos)
         if task == NOOP_TASK:
             return env, [qpos]
@@ -280,13 +286,13 @@ class Generator:
 
     def run(self, job: Job) -> tuple[list[ClipRecord], str | None]:
         """Generate the clips of one scene; return them, or none and the reason for failure."""
-        qpos, body_pos = self._shared_start(job)
+        qpos, body_pos = self.shared_start(job)
         split = job.split
         rng = np.random.default_rng([job.seed, job.index])
         scene_id = f"{job.scene.name}-{job.seed:06d}"
         clips = []
         for task in job.scene.tasks:
-            env = self._env(task)
+            env = self.task_env(task)
             env.set_start(qpos, body_pos)
             result = env.rollout()
             if result is None:
