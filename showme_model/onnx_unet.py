@@ -22,6 +22,7 @@ import torch
 from diffusers.configuration_utils import FrozenDict
 from torch import nn
 
+from showme_model.adapters import roles_for_mode
 from showme_model.model import ShowMeModel
 from showme_model.onnx_export import EXPORT_CONFIG, MODES
 from showme_model.pipeline import ShowMePipeline
@@ -132,7 +133,8 @@ def onnx_pipeline(
     graphs' are listed in ``onnx_export.json``.
 
     Raises:
-        ValueError: The graphs were exported from a UNet with another configuration.
+        ValueError: The graphs were exported from a UNet with another configuration, or with
+            other adapters merged than the model folder runs in that mode.
 
     """
     model = ShowMeModel.from_pretrained(model_folder)
@@ -140,6 +142,13 @@ def onnx_pipeline(
     expected = {k: v for k, v in model.unet.config.items() if not k.startswith("_")}
     if json.loads(json.dumps(expected)) != dict(unet.config):
         raise ValueError(f"{onnx_folder} holds the graphs of another UNet than {model_folder}'s")
+    for mode, graph in unet.graphs.items():
+        roles = roles_for_mode(model, mode)
+        if graph.get("adapters") != roles:
+            raise ValueError(
+                f"{onnx_folder}'s {mode} graph has the adapters {graph.get('adapters')} merged, "
+                f"but {model_folder} runs {roles} in {mode} mode; export the graphs again"
+            )
     model.unet = unet
     return ShowMePipeline(model)
 
