@@ -52,7 +52,8 @@ SPECS: tuple[Spec, ...] = (
         "model.adapters",
         "",
         "Comma-separated adapter roles to enable (folders under <model>/adapters); empty = "
-        "every adapter the model folder has.",
+        "every adapter the model folder has. Which enabled roles act in each mode is the "
+        "folder's choice (mode_adapters.json; the shipped model's video mode runs none).",
         read_only=True,
     ),
     Spec(
