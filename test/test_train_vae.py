@@ -8,7 +8,7 @@ import yaml
 from diffusers import AutoencoderKL
 
 from training.data.manifest import ClipRecord, write_manifest
-from training.train_vae import main
+from training.train_vae import detail_weights, main
 
 TINY_VAE = {
     "in_channels": 3,
@@ -57,3 +57,33 @@ def test_a_decoder_pass_keeps_the_encoder_and_reports_val_before_and_after(tmp_p
     frozen = [name for name in first if name.startswith(("encoder.", "quant_conv."))]
     assert frozen and all(torch.equal(first[name], second[name]) for name in frozen)
     assert any(not torch.equal(w, second[n]) for n, w in first.items() if n.startswith("decoder."))
+
+
+def test_detail_weights_favour_thin_parts_over_flat_background():
+    image = torch.full((1, 3, 16, 16), -0.5)
+    image[:, :, 4:12, 8] = 1.0  # a one-pixel-wide bar, like a handle
+    weights = detail_weights(image, 4.0)
+    assert weights.shape == (1, 1, 16, 16)
+    assert weights[0, 0, 8, 8] > 3 * weights[0, 0, 8, 2]  # on the bar vs far from it
+    assert torch.allclose(weights[0, 0, 8, 2], torch.tensor(1.0))  # flat: the plain L1 weight
+    assert torch.equal(detail_weights(image, 0.0), torch.ones(1, 1, 16, 16))
+
+
+def test_a_detail_weighted_pass_trains_differently(tmp_path):
+    train = write_split(tmp_path / "train", "train", 2, seed=0)
+    val = write_split(tmp_path / "val", "val", 1, seed=1)
+    torch.manual_seed(0)
+    AutoencoderKL(**TINY_VAE).save_pretrained(tmp_path / "first")
+    outputs = {}
+    for weight in (0.0, 4.0):
+        config = tmp_path / f"detail-{weight}.yaml"
+        settings = {"resolution": 16, "steps": 2, "batch_size": 2, "lr": 1e-3, "kl_weight": 0.0}
+        settings |= {"decoder_only": True, "detail_weight": weight}
+        config.write_text(yaml.safe_dump({"vae": {}, "train": settings}))
+        out = tmp_path / f"out-{weight}"
+        argv = ["--config", str(config), "--manifest", str(train), "--out", str(out)]
+        argv += ["--val-manifest", str(val)]
+        assert main([*argv, "--init", str(tmp_path / "first"), "--threads", "1"]) == 0
+        outputs[weight] = AutoencoderKL.from_pretrained(out).state_dict()
+    name = next(n for n in outputs[0.0] if n.startswith("decoder.") and n.endswith("weight"))
+    assert not torch.equal(outputs[0.0][name], outputs[4.0][name])
