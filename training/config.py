@@ -109,6 +109,10 @@ class TrainConfig:
     # base: share of samples with video mode's concat condition (first-frame latent at index 0,
     # zeros elsewhere) instead of the repeated first-frame latent
     video_concat: float = 0.0
+    # Diffusion-loss weight on latent cells whose pixels change between the conditioning image
+    # and the frame: those cells weigh 1 + change_weight (0: the plain loss). It makes a small
+    # object's change (a lever, a handle) count, not only the arm's.
+    change_weight: float = 0.0
     sample_steps: int | None = None  # denoising steps of a sample (None: the model's setting)
     # Sampler settings stored with the exported model (base mode); None keeps the starting
     # folder's (or none, for a preset).
@@ -130,6 +134,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.video_concat <= 1.0:
             raise ValueError(f"video_concat must lie in [0, 1], got {self.video_concat}")
+        if self.change_weight < 0.0:
+            raise ValueError(f"change_weight must be >= 0, got {self.change_weight}")
         if self.mode == "stage2" and self.data.num_frames < 2:
             raise ValueError("stage2 trains on clips: data.num_frames must be at least 2")
         if self.model.preset is None and self.model.folder is None:

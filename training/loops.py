@@ -156,6 +156,7 @@ class Trainer:
             config.motion,
             structure,
             config.video_concat,
+            config.change_weight,
         )
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         optim = config.optim

@@ -32,6 +32,7 @@ from training.rewards.losses import StructureReward, motion_reward, predict_x0
 
 FROZEN_ENCODERS = ("vae", "text_encoder", "image_encoder")
 TEXT_CACHE_SIZE = 512  # prompts whose text tokens are kept
+CHANGE_THRESHOLD = 16 / 255  # a pixel change of 8 grey levels, in [-1, 1] units
 
 
 class DiffusionObjective(nn.Module):
@@ -48,6 +49,9 @@ class DiffusionObjective(nn.Module):
         video_concat: ``base`` only: the share of samples conditioned as video mode at
             inference (first-frame latent at index 0, zeros elsewhere) rather than on the
             repeated first-frame latent; drawn per sample from its own generator.
+        change_weight: The noise-prediction loss of a latent cell whose pixels change between
+            the conditioning image and the frame (:func:`changed_cells`) weighs
+            ``1 + change_weight``; 0 gives the plain mean.
 
     """
 
@@ -61,10 +65,14 @@ class DiffusionObjective(nn.Module):
         motion: MotionRewardConfig,
         structure_reward: StructureReward | None = None,
         video_concat: float = 0.0,
+        change_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= video_concat <= 1.0:
             raise ValueError(f"video_concat must lie in [0, 1], got {video_concat}")
+        if change_weight < 0.0:
+            raise ValueError(f"change_weight must be >= 0, got {change_weight}")
+        self.change_weight = change_weight
         self.model = model
         self.mode = mode
         self.seed = seed
@@ -132,7 +140,11 @@ class DiffusionObjective(nn.Module):
             if self.prediction_type == "epsilon"
             else self.noise_scheduler.get_velocity(latents, noise, timesteps)
         )
-        mse = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
+        error = F.mse_loss(prediction.float(), target.float(), reduction="none")
+        if self.change_weight:
+            changed = changed_cells(frames, source, latents.shape[-2:])
+            error = error * (1.0 + self.change_weight * changed.unsqueeze(1))
+        mse = error.flatten(1).mean(1)
         losses = {"mse": mse.mean()}
         loss = mse.mean()
         if use_rewards and (self.structure_active or self.motion_active):
@@ -264,6 +276,28 @@ class DiffusionObjective(nn.Module):
         kl = motion_reward(x0[index], batch["flow"].to(x0.device)[index])
         losses["motion_kl"] = kl.detach().mean()
         return self.motion.weight * kl
+
+
+def changed_cells(
+    frames: torch.Tensor, source: torch.Tensor, latent_size: torch.Size | tuple[int, int]
+) -> torch.Tensor:
+    """Latent cells ``(B, T, h, w)`` (0 or 1) where a pixel of the frame differs from the source.
+
+    A pixel has changed when a channel differs by more than :data:`CHANGE_THRESHOLD`; a cell has
+    changed when one of its pixels has.
+
+    Args:
+        frames: ``(B, 3, T, H, W)`` in ``[-1, 1]``.
+        source: The conditioning image ``(B, 3, H, W)``.
+        latent_size: ``(h, w)``; ``H`` and ``W`` are multiples of it.
+
+    """
+    changed = (frames - source.unsqueeze(2)).abs().amax(1) > CHANGE_THRESHOLD  # (B, T, H, W)
+    height, width = frames.shape[-2:]
+    kernel = (height // latent_size[0], width // latent_size[1])
+    return F.max_pool2d(changed.flatten(0, 1).unsqueeze(1).float(), kernel).view(
+        *changed.shape[:2], *latent_size
+    )
 
 
 def _as_image(frames: torch.Tensor) -> torch.Tensor:
