@@ -85,6 +85,14 @@ def detail_weights(images: torch.Tensor, weight: float) -> torch.Tensor:
     return 1.0 + weight * detail / detail.mean().clamp(min=1e-8)
 
 
+def l1_loss(recon: torch.Tensor, images: torch.Tensor, detail_weight: float) -> torch.Tensor:
+    """Mean L1 error, each pixel weighted by :func:`detail_weights` when ``detail_weight`` > 0."""
+    error = (recon - images).abs()
+    if detail_weight:
+        error = error * detail_weights(images, detail_weight)
+    return error.mean()
+
+
 @torch.no_grad()
 def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> float:
     """Mean PSNR (dB, images in ``[0, 1]``) of the posterior-mode reconstruction."""
@@ -135,15 +143,14 @@ def train(
         top = int(torch.randint(height - crop_h + 1, (1,), generator=generator))
         left = int(torch.randint(width - crop_w + 1, (1,), generator=generator))
         batch = batch[..., top : top + crop_h, left : left + crop_w]
-        weights = detail_weights(batch, detail_weight)
         if decoder_only:
             with torch.no_grad():
                 latents = vae.encode(batch).latent_dist.mode()
-            loss = (weights * (vae.decode(latents).sample - batch).abs()).mean()
+            loss = l1_loss(vae.decode(latents).sample, batch, detail_weight)
         else:
             posterior = vae.encode(batch).latent_dist
             recon = vae.decode(posterior.sample(generator)).sample
-            loss = (weights * (recon - batch).abs()).mean() + kl_weight * posterior.kl().mean()
+            loss = l1_loss(recon, batch, detail_weight) + kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
