@@ -171,6 +171,12 @@ def test_showme_eval_off_arm_and_no_op_on_a_generated_metaworld_split(metaworld_
     assert breakdowns["pair"]["drawer-close-v3/drawer-open-v3"]["off_arm_swap_accuracy"] == 1.0
     assert "off-arm instruction-swap accuracy | 1.0000" in table
     assert "| drawer-open-v3 | 1 |" in table  # the per-task table
+    assert summary["objects_kept_fraction"] == 1.0
+    assert {name: o["measured"] for name, o in summary["objects_kept"].items()} == {
+        "drawer": 2,
+        "window": 2,
+    }
+    assert "objects of the input kept in the goal image | 1.0000" in table
 
     copied, _ = _run(
         metaworld_manifest, tmp_path / "copy.json", _copy, "--off-arm", "--workers", "2"
@@ -179,6 +185,7 @@ def test_showme_eval_off_arm_and_no_op_on_a_generated_metaworld_split(metaworld_
     assert summary["off_arm_goal_psnr"] == pytest.approx(summary["baseline_off_arm_goal_psnr"])
     assert "ceiling_off_arm_goal_psnr" not in summary  # no autoencoder given
     assert "ceiling_off_arm_swap_accuracy" not in summary
+    assert summary["objects_kept_fraction"] == 1.0  # left where they were: kept
 
     exact, _ = _run(
         metaworld_manifest, tmp_path / "exact.json", _copy, "--off-arm", reconstruct=list
@@ -195,6 +202,18 @@ def test_showme_eval_off_arm_and_no_op_on_a_generated_metaworld_split(metaworld_
     assert erased["summary"]["ceiling_off_arm_swap_accuracy"] == 0.5
     assert summary["noop_input_margin"] == 0.0 and summary["noop_choice_accuracy"] == 0.5
     assert summary["off_arm_swap_accuracy"] == 0.5
+
+    rollout, _ = _run(
+        metaworld_manifest,
+        tmp_path / "rollout.json",
+        _oracle(metaworld_manifest),
+        "--mode",
+        "video",
+        "--num-frames",
+        "4",
+        "--off-arm",
+    )
+    assert rollout["summary"]["rollout_objects_kept_fraction"] == 1.0
 
     without, _ = _run(metaworld_manifest, tmp_path / "plain.json", _copy, "--mode", "video")
     assert "off_arm_goal_psnr" not in without["summary"]
@@ -213,3 +232,28 @@ def test_the_real_pipeline_reports_its_own_autoencoder_ceiling(metaworld_manifes
     assert summary["num_samples"] == 3 and summary["num_noop_samples"] == 1
     assert 0 < summary["ceiling_off_arm_goal_psnr"] < PSNR_CAP_DB
     assert np.isfinite([summary["off_arm_goal_psnr"], summary["noop_input_margin"]]).all()
+
+
+@pytest.mark.slow
+def test_each_object_is_rendered_hidden_and_only_it_changes(metaworld_manifest):
+    from training.data.manifest import read_manifest
+    from training.metrics.arm_mask import clip_arm_masks
+    from training.metrics.objects import clip_objects, kept_objects
+
+    records = [r for r in read_manifest(metaworld_manifest) if r.meta["task"] != "noop"]
+    renders = clip_objects(records, metaworld_manifest.parent, [[0, -1]] * len(records))
+    arms = clip_arm_masks(records, metaworld_manifest.parent, frames=(0, -1))
+    for record, (start, end), arm in zip(records, renders, arms, strict=True):
+        frames = np.load(metaworld_manifest.parent / record.path)["frames"]
+        name = record.meta["scene_id"].split("-")[0]  # the drawer or the window
+        assert list(start.masks) == list(end.masks) == [name]  # not the table, wall or robot
+        for frame, render in ((frames[0], start), (frames[-1], end)):
+            mask, hidden = render.masks[name], render.hidden[name]
+            changed = (hidden != frame).any(axis=-1)
+            assert mask.sum() >= 10 and not (mask & render.arm).any()
+            assert not changed[~mask].any() and changed[mask].mean() > 0.9
+        np.testing.assert_array_equal(np.stack([start.arm, end.arm]), arm)
+        assert kept_objects(frames[-1], frames[0], frames[-1], start, end) == {name: True}
+        assert kept_objects(end.hidden[name], start.hidden[name], frames[-1], start, end) == {
+            name: False
+        }

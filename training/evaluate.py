@@ -42,6 +42,7 @@ from training.data.metaworld_gen import NOOP_TASK
 from training.metrics import motion_score, psnr, ssim
 from training.metrics.motion import SMOOTHNESS_MIN_FRAMES
 from training.metrics.noop import noop_scores
+from training.metrics.objects import FrameObjects, kept_fraction, kept_objects
 from training.metrics.off_arm import off_arm_goal_scores, off_arm_swap_scores
 from training.metrics.summary import breakdown, capped, pooled
 from training.metrics.swap import swap_scores
@@ -183,8 +184,13 @@ def _fit(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+def _even_indices(count: int, length: int) -> list[int]:
+    """Return the indices of ``length`` frames spread evenly over ``count``, ends included."""
+    return [int(i) for i in np.rint(np.linspace(0, count - 1, length))]
+
+
 def _even(frames: np.ndarray, length: int) -> np.ndarray:
-    return frames[np.rint(np.linspace(0, len(frames) - 1, length)).astype(int)]
+    return frames[_even_indices(len(frames), length)]
 
 
 def _video_scores(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -312,12 +318,66 @@ def _add_noop_scores(
             rows[index].update(scores)
 
 
+def _add_object_scores(
+    rows: list[dict[str, Any]],
+    samples: Sequence[EvalSample],
+    predictions: Sequence[np.ndarray],
+    objects: Sequence[list[FrameObjects] | None],
+    reconstructions: Sequence[np.ndarray | None] | None,
+) -> dict[str, dict[str, float]]:
+    """Add which objects of the input each skill clip's prediction keeps; return them per object.
+
+    A clip's row gets ``objects_kept_fraction`` (its goal image), ``vanished_objects`` (their
+    names), with a reconstruction ``ceiling_objects_kept_fraction`` (the autoencoder's
+    reconstruction of the true final frame) and, for a rollout, ``rollout_objects_kept_fraction``
+    (objects kept in every frame where they are measured).
+    """
+    per_object: dict[str, list[tuple[bool, bool | None]]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        renders = objects[index]
+        if sample.is_noop or renders is None:
+            continue
+        prediction, start = predictions[index], renders[0]
+        if len(renders) != len(prediction) + 1:
+            raise ValueError(f"clip {sample.id}: need the input's and each frame's objects")
+        truths = _even(sample.frames, len(prediction))
+        frames_kept = [
+            kept_objects(image, sample.first, truth, start, now)
+            for image, truth, now in zip(prediction, truths, renders[1:], strict=True)
+        ]
+        kept = frames_kept[-1]
+        row = rows[index]
+        row["objects_kept_fraction"] = kept_fraction(kept)
+        row["vanished_objects"] = sorted(name for name, found in kept.items() if not found)
+        ceiling: dict[str, bool] = {}
+        if reconstructions is not None and reconstructions[index] is not None:
+            ceiling = kept_objects(
+                reconstructions[index], sample.first, sample.final, start, renders[-1]
+            )
+            row["ceiling_objects_kept_fraction"] = kept_fraction(ceiling)
+        if len(prediction) > 1:
+            names = {name for frame in frames_kept for name in frame}
+            throughout = {name: all(f.get(name, True) for f in frames_kept) for name in names}
+            row["rollout_objects_kept_fraction"] = kept_fraction(throughout)
+        for name, found in kept.items():
+            per_object[name].append((found, ceiling.get(name)))
+    summary = {}
+    for name, found in sorted(per_object.items()):
+        figures = {"measured": len(found), "kept_fraction": float(np.mean([k for k, _ in found]))}
+        ceilings = [c for _, c in found if c is not None]
+        if ceilings:
+            figures["ceiling_kept_fraction"] = float(np.mean(ceilings))
+        summary[name] = figures
+    return summary
+
+
 def evaluate(
     samples: Sequence[EvalSample],
     predictions: Sequence[np.ndarray],
     mode: str,
     arm_masks: Sequence[np.ndarray | None] | None = None,
     reconstructions: Sequence[np.ndarray | None] | None = None,
+    objects: Sequence[list[FrameObjects] | None] | None = None,
 ) -> dict[str, object]:
     """Score predictions against the true clips, next to the copy-the-input-frame baseline.
 
@@ -334,6 +394,9 @@ def evaluate(
             (:mod:`training.metrics.off_arm`).
         reconstructions: Per sample, the model autoencoder's reconstruction of the true final
             frame (or None): adds the off-arm ceilings (PSNR and swap accuracy).
+        objects: Per sample, the objects rendered at the input frame and at the true frame of
+            each predicted frame (:func:`scene_renders`; None for no-op clips): adds which
+            objects of the input the predictions keep (:mod:`training.metrics.objects`).
 
     Returns:
         ``summary`` (each figure's mean over the clips that have it, swap and motion scores),
@@ -345,7 +408,8 @@ def evaluate(
         raise ValueError(f"mode must be 'image' or 'video', got {mode!r}")
     if len(samples) != len(predictions) or not samples:
         raise ValueError(f"need one prediction per sample, got {len(predictions)}/{len(samples)}")
-    for name, extra in (("arm_masks", arm_masks), ("reconstructions", reconstructions)):
+    extras = (("arm_masks", arm_masks), ("reconstructions", reconstructions), ("objects", objects))
+    for name, extra in extras:
         if extra is not None and len(extra) != len(samples):
             raise ValueError(f"need one of {name} per sample, got {len(extra)}/{len(samples)}")
     goals = [prediction[-1] for prediction in predictions]
@@ -366,6 +430,9 @@ def evaluate(
     groups = _swap_groups(samples)
     _add_swap_scores(rows, samples, goals, groups, arm_masks, reconstructions)
     _add_noop_scores(rows, samples, goals)
+    kept_per_object = None
+    if objects is not None:
+        kept_per_object = _add_object_scores(rows, samples, predictions, objects, reconstructions)
     summary: dict[str, object] = {
         "mode": mode,
         "num_samples": len(rows),
@@ -384,6 +451,8 @@ def evaluate(
             summary[f"{prefix}dynamic_degree"] = score.dynamic_degree
             summary[f"{prefix}motion_smoothness"] = score.motion_smoothness
             summary[f"{prefix}motion_score"] = score.motion_score
+    if kept_per_object is not None:
+        summary["objects_kept"] = kept_per_object
     breakdowns = {field: breakdown(rows, field) for field in BREAKDOWNS}
     return {"summary": summary, "per_sample": rows, "breakdowns": breakdowns}
 
@@ -452,6 +521,9 @@ _TABLE_ROWS = (
     ("off-arm instruction-swap accuracy", "off_arm_swap_accuracy", None),
     ("off-arm swap ceiling: autoencoder reconstruction", "ceiling_off_arm_swap_accuracy", None),
     ("share of pixels off the arm", "off_arm_fraction", None),
+    ("objects of the input kept in the goal image", "objects_kept_fraction", None),
+    ("objects kept: autoencoder reconstruction", "ceiling_objects_kept_fraction", None),
+    ("objects kept in every rollout frame", "rollout_objects_kept_fraction", None),
     ("no-op prediction PSNR to the input (dB)", "noop_input_psnr", None),
     ("skill prediction PSNR to the input, no-op layouts (dB)", "skill_input_psnr", None),
     ("no-op minus skill PSNR to the input (dB)", "noop_input_margin", None),
@@ -470,6 +542,7 @@ _SUBSET_COLUMNS = (
     ("off-arm ceiling", "ceiling_off_arm_goal_psnr"),
     ("off-arm swap", "off_arm_swap_accuracy"),
     ("off-arm swap ceiling", "ceiling_off_arm_swap_accuracy"),
+    ("objects kept", "objects_kept_fraction"),
     ("no-op PSNR to input", "noop_input_psnr"),
     ("no-op margin", "noop_input_margin"),
     ("skill vs no-op", "noop_choice_accuracy"),
@@ -575,22 +648,35 @@ def reconstruct_finals(
     return [None if sample.is_noop else next(found) for sample in samples]
 
 
-def goal_arm_masks(
-    samples: Sequence[EvalSample], root: str | Path, workers: int
-) -> list[np.ndarray | None]:
-    """Arm masks ``(2, H, W)`` of each skill clip's first and final frame (None for no-ops).
+def scene_renders(
+    samples: Sequence[EvalSample],
+    predictions: Sequence[np.ndarray],
+    root: str | Path,
+    workers: int,
+) -> list[list[FrameObjects] | None]:
+    """Render the arm and objects of each skill clip at its input and each prediction's truth.
+
+    Per skill clip, :func:`training.metrics.objects.clip_objects` at the first frame, then at
+    the true frame of each predicted frame (the last one at the true final frame); None for
+    no-op clips.
 
     Raises:
         ValueError: A clip is not a Meta-World generator clip or does not re-simulate exactly.
 
     """
-    from training.metrics.arm_mask import clip_arm_masks
+    from training.metrics.objects import clip_objects
 
-    skills = [sample for sample in samples if not sample.is_noop]
-    if any(sample.record is None for sample in skills):
-        raise ValueError("arm masks need each clip's manifest record")
-    masks = iter(clip_arm_masks([s.record for s in skills], root, workers, frames=(0, -1)))
-    return [None if sample.is_noop else next(masks) for sample in samples]
+    skills = [i for i, sample in enumerate(samples) if not samples[i].is_noop]
+    if any(samples[i].record is None for i in skills):
+        raise ValueError("rendering a clip's objects needs its manifest record")
+    frames = [[0, *_even_indices(len(samples[i].frames), len(predictions[i]))] for i in skills]
+    renders = iter(clip_objects([samples[i].record for i in skills], root, frames, workers))
+    return [None if sample.is_noop else next(renders) for sample in samples]
+
+
+def goal_arm_masks(renders: Sequence[list[FrameObjects] | None]) -> list[np.ndarray | None]:
+    """Arm masks ``(2, H, W)`` of the input and the true final frame, from :func:`scene_renders`."""
+    return [None if r is None else np.stack([r[0].arm, r[-1].arm]) for r in renders]
 
 
 def sampler_settings(args: argparse.Namespace) -> SamplerConfig:
@@ -650,9 +736,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--off-arm",
         action="store_true",
-        help="Meta-World clips: also measure the scene off the robot arm (simulator masks)",
+        help="Meta-World clips: also measure the scene off the robot arm and whether the "
+        "input's objects are kept (simulator renders)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="arm-mask rendering processes")
+    parser.add_argument("--workers", type=int, default=1, help="--off-arm rendering processes")
     parser.add_argument("--clip", default=None, help="local CLIP folder: adds CLIP-I and CLIP-T")
     parser.add_argument("--dino", default=None, help="local DINO/DINOv2 folder: adds DINO-I")
     parser.add_argument(
@@ -696,12 +783,7 @@ def main(
     samples, skipped = load_samples(args.manifest, args.split, args.limit, args.phrasings)
     if not samples:
         raise SystemExit(f"no readable clips in split {args.split!r} (skipped: {skipped})")
-    arm_masks = reconstructions = roles = None
-    if args.off_arm:
-        try:
-            arm_masks = goal_arm_masks(samples, Path(args.manifest).parent, args.workers)
-        except ValueError as error:
-            raise SystemExit(f"showme-eval --off-arm: {error}") from error
+    arm_masks = reconstructions = roles = objects = None
     if predictor is None:
         from showme_model import adapters
         from showme_model.pipeline import ShowMePipeline
@@ -716,9 +798,15 @@ def main(
         predictor = pipeline_predictor(pipeline, args.mode, settings)
         reconstruct = pipeline_reconstructor(pipeline)
     predictions = predict_all(samples, predictor, args.batch_size, args.seed)
-    if args.off_arm and reconstruct is not None:
-        reconstructions = reconstruct_finals(samples, reconstruct, args.batch_size)
-    results = evaluate(samples, predictions, args.mode, arm_masks, reconstructions)
+    if args.off_arm:
+        try:
+            objects = scene_renders(samples, predictions, Path(args.manifest).parent, args.workers)
+        except ValueError as error:
+            raise SystemExit(f"showme-eval --off-arm: {error}") from error
+        arm_masks = goal_arm_masks(objects)
+        if reconstruct is not None:
+            reconstructions = reconstruct_finals(samples, reconstruct, args.batch_size)
+    results = evaluate(samples, predictions, args.mode, arm_masks, reconstructions, objects)
     if args.clip or args.dino or args.lpips:
         add_feature_metrics(
             results, samples, predictions, args.clip, args.dino, args.lpips, args.batch_size

@@ -10,9 +10,9 @@ Rendering runs in worker processes with EGL, whatever the calling process import
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from training.data.manifest import ClipRecord
 from training.data.metaworld_gen import NOOP_TASK, Generator, Job, load_tasks
 
 ARM_ROOT = "right_arm_base_link"
+T = TypeVar("T")
 _GENERATORS: dict[int, Generator] = {}  # per frame size, per worker; envs live as long as it
 
 
@@ -63,16 +64,51 @@ def clip_arm_masks(
     if not records:
         return []
     jobs = [(record, str(root), None if frames is None else list(frames)) for record in records]
-    with mp.get_context("spawn").Pool(workers, _init_worker) as pool:
+    with mp.get_context("spawn").Pool(workers, init_render_worker) as pool:
         return pool.starmap(_clip_masks, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
 
 
-def _init_worker() -> None:
+def init_render_worker() -> None:
+    """Set up a rendering worker process: MuJoCo through EGL, one rasteriser thread."""
     os.environ["MUJOCO_GL"] = "egl"
     os.environ.setdefault("LP_NUM_THREADS", "1")
 
 
 def _clip_masks(record: ClipRecord, root: str | Path, frames: list[int] | None) -> np.ndarray:
+    arm: list[np.ndarray] = []
+
+    def segment(env: Any) -> np.ndarray:
+        if not arm:
+            arm.append(arm_bodies(env.env.model))
+        bodies = env.view.segment(env.env.data)
+        return (bodies >= 0) & arm[0][np.maximum(bodies, 0)]
+
+    return np.stack(replay_clip(record, root, frames, segment))
+
+
+def replay_clip(
+    record: ClipRecord,
+    root: str | Path,
+    frames: Sequence[int] | None,
+    at_frame: Callable[[Any], T],
+) -> list[T]:
+    """Re-simulate a Meta-World clip and call ``at_frame(env)`` at each of its frames asked.
+
+    Each frame is rendered and checked against the stored one first, so ``at_frame`` finds the
+    env (the generator's task env: ``env.env`` the Meta-World env, ``env.view`` its renderer)
+    in exactly the state of that frame. Call it in a rendering process (EGL).
+
+    Args:
+        record: A clip written by ``showme-data metaworld``.
+        root: The manifest's folder.
+        frames: Indices of the frames (negative ones count from the end); every frame if None.
+        at_frame: What to compute at each frame.
+
+    Raises:
+        ValueError: The clip is not a Meta-World generator clip, or does not re-simulate
+            exactly.
+
+    """
     meta = record.meta
     if record.source != "metaworld" or "seed" not in meta:
         raise ValueError(f"clip {record.id!r} is not a Meta-World generator clip")
@@ -89,15 +125,13 @@ def _clip_masks(record: ClipRecord, root: str | Path, frames: list[int] | None) 
         _GENERATORS[size] = Generator(Path(root), size, len(steps))
     job = Job(0, scenes[scene_name], int(meta["seed"]), record.split)
     env, states = _GENERATORS[size].replay(job, meta["task"])
-    arm = arm_bodies(env.env.model)
-    masks = []
+    results = []
     for index in indices:
         rgb, _ = env.render(states[0 if meta["task"] == NOOP_TASK else int(steps[index])])
         if not np.array_equal(rgb, images[index]):
             raise ValueError(f"clip {record.id!r}: frame {index} does not re-simulate exactly")
-        bodies = env.view.segment(env.env.data)
-        masks.append((bodies >= 0) & arm[np.maximum(bodies, 0)])
-    return np.stack(masks)
+        results.append(at_frame(env))
+    return results
 
 
 def off_arm_mask(masks: np.ndarray) -> np.ndarray:
