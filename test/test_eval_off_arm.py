@@ -177,6 +177,7 @@ def test_showme_eval_off_arm_and_no_op_on_a_generated_metaworld_split(metaworld_
         "window": 2,
     }
     assert "objects of the input kept in the goal image | 1.0000" in table
+    assert "| drawer | 2 | 1.0000 |" in table  # the per-object table
 
     copied, _ = _run(
         metaworld_manifest, tmp_path / "copy.json", _copy, "--off-arm", "--workers", "2"

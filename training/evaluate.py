@@ -558,7 +558,7 @@ def _cell(value: object) -> str:
 def results_table(
     summary: dict[str, object], per_task: dict[str, dict[str, float]] | None = None
 ) -> str:
-    """Render markdown tables: the pooled figures, then those per task when given.
+    """Render markdown tables: the pooled figures, objects kept per object, then per task.
 
     The pooled table sets the model next to its reference (copy-input baseline or true clips).
     """
@@ -570,6 +570,12 @@ def results_table(
         if model_key in summary:
             reference = summary.get(reference_key) if reference_key else None
             lines.append(f"| {name} | {_cell(summary[model_key])} | {_cell(reference)} |")
+    kept = summary.get("objects_kept")
+    if kept:
+        lines += ["", "| object | measured | kept | autoencoder ceiling |", "| --- " * 4 + "|"]
+        for name, figures in kept.items():
+            cells = [figures["kept_fraction"], figures.get("ceiling_kept_fraction")]
+            lines.append(f"| {name} | {figures['measured']} | {' | '.join(map(_cell, cells))} |")
     if per_task:
         columns = [c for c in _SUBSET_COLUMNS if any(c[1] in row for row in per_task.values())]
         lines += [
@@ -784,6 +790,15 @@ def main(
     if not samples:
         raise SystemExit(f"no readable clips in split {args.split!r} (skipped: {skipped})")
     arm_masks = reconstructions = roles = objects = None
+    if args.off_arm:
+        from training.metrics.arm_mask import metaworld_scene
+
+        try:
+            for sample in samples:
+                if not sample.is_noop:
+                    metaworld_scene(sample.record)
+        except ValueError as error:
+            raise SystemExit(f"showme-eval --off-arm: {error}") from error
     if predictor is None:
         from showme_model import adapters
         from showme_model.pipeline import ShowMePipeline

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from training.data.manifest import ClipRecord
-from training.data.metaworld_gen import NOOP_TASK, Generator, Job, load_tasks
+from training.data.metaworld_gen import NOOP_TASK, Generator, Job, Scene, load_tasks
 
 ARM_ROOT = "right_arm_base_link"
 T = TypeVar("T")
@@ -86,6 +86,24 @@ def _clip_masks(record: ClipRecord, root: str | Path, frames: list[int] | None) 
     return np.stack(replay_clip(record, root, frames, segment))
 
 
+def metaworld_scene(record: ClipRecord) -> Scene:
+    """Return the Meta-World scene a generator clip was made in.
+
+    Raises:
+        ValueError: The clip is not a Meta-World generator clip, or its scene is unknown.
+
+    """
+    meta = record.meta
+    if record.source != "metaworld" or "seed" not in meta:
+        raise ValueError(f"clip {record.id!r} is not a Meta-World generator clip")
+    scene_id = meta.get("start_of") or meta["scene_id"]
+    scene_name = scene_id.rsplit("-", 1)[0]
+    scenes = {scene.name: scene for scene in load_tasks()[0]}
+    if scene_name not in scenes:
+        raise ValueError(f"clip {record.id!r}: unknown scene {scene_name!r}")
+    return scenes[scene_name]
+
+
 def replay_clip(
     record: ClipRecord,
     root: str | Path,
@@ -110,20 +128,14 @@ def replay_clip(
 
     """
     meta = record.meta
-    if record.source != "metaworld" or "seed" not in meta:
-        raise ValueError(f"clip {record.id!r} is not a Meta-World generator clip")
-    scene_id = meta.get("start_of") or meta["scene_id"]
-    scene_name = scene_id.rsplit("-", 1)[0]
-    scenes = {scene.name: scene for scene in load_tasks()[0]}
-    if scene_name not in scenes:
-        raise ValueError(f"clip {record.id!r}: unknown scene {scene_name!r}")
+    scene = metaworld_scene(record)
     stored = np.load(record.resolve(Path(root)))
     images, steps = stored["frames"], stored["steps"]
     indices = range(len(steps)) if frames is None else [range(len(steps))[i] for i in frames]
     size = int(meta.get("size", images.shape[1]))
     if size not in _GENERATORS:
         _GENERATORS[size] = Generator(Path(root), size, len(steps))
-    job = Job(0, scenes[scene_name], int(meta["seed"]), record.split)
+    job = Job(0, scene, int(meta["seed"]), record.split)
     env, states = _GENERATORS[size].replay(job, meta["task"])
     results = []
     for index in indices:
