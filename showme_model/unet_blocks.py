@@ -2,8 +2,10 @@
 
 Everything here is assembled from diffusers modules (``ResnetBlock2D``, ``TemporalConvLayer``,
 ``Transformer2DModel``, ``TransformerTemporalModel``, ``Attention``, ``Downsample2D``,
-``Upsample2D``). The one addition is :class:`DualCrossAttention`, DynamiCrafter's cross-attention
-that attends to text tokens and image tokens separately and adds the two results.
+``Upsample2D``). The additions are :class:`DualCrossAttention`, DynamiCrafter's cross-attention
+that attends to text tokens and image tokens separately and adds the two results; and two
+subclasses that run diffusers' temporal layers with fewer copies and faster kernels, same
+weights, same results: :class:`TemporalConv2dLayer` and :class:`TemporalTransformer`.
 
 Frames are folded into the batch, ``(B * T, C, H, W)``. Each block takes ``num_frames`` (how many
 consecutive batch entries form one clip), ``temporal_attention`` (run the temporal transformers)
@@ -18,7 +20,10 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
-from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+from diffusers.models.transformers.transformer_temporal import (
+    TransformerTemporalModel,
+    TransformerTemporalModelOutput,
+)
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
@@ -111,6 +116,32 @@ class DualCrossAttention(Attention):
         return 1.0 if self.alpha is None else torch.tanh(self.alpha) + 1.0
 
 
+class TemporalConv2dLayer(TemporalConvLayer):
+    """diffusers' ``TemporalConvLayer`` with its (3, 1, 1) convolutions run as 2-D convolutions.
+
+    A (3, 1, 1) kernel over ``(T, H, W)`` is a (3, 1) kernel over ``(T, H * W)``: the same
+    weights (still stored as ``Conv3d`` parameters, so state-dict keys and checkpoints are
+    unchanged) and the same result, computed by PyTorch's 2-D convolution (oneDNN on the CPU)
+    instead of its slow 3-D path, which batch-1 3-D convolutions take on the CPU.
+    """
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        """Convolve ``(B * T, C, H, W)`` features over their ``num_frames`` frames."""
+        batch_frames, channels, height, width = hidden_states.shape
+        identity = hidden_states.reshape(
+            batch_frames // num_frames, num_frames, channels, height * width
+        )
+        # (B, C, T, H * W): the layout the group norms and the convolutions work in.
+        update = identity.transpose(1, 2).contiguous()
+        for stage in (self.conv1, self.conv2, self.conv3, self.conv4):
+            *pre, conv = stage
+            for layer in pre:  # GroupNorm, SiLU, Dropout
+                update = layer(update)
+            update = F.conv2d(update, conv.weight.squeeze(-1), conv.bias, padding=(1, 0))
+        # The residual sum is written in the input's layout: no copy back.
+        return (identity + update.transpose(1, 2)).reshape(batch_frames, channels, height, width)
+
+
 def spatial_transformer(
     channels: int,
     head_dim: int,
@@ -140,9 +171,50 @@ def spatial_transformer(
     return model
 
 
-def temporal_transformer(channels: int, heads: int, head_dim: int) -> TransformerTemporalModel:
+class TemporalTransformer(TransformerTemporalModel):
+    """diffusers' ``TransformerTemporalModel`` adding its residual without a copy back.
+
+    diffusers copies the blocks' output from the token layout ``(B * H * W, T, C)`` back to
+    ``(B * T, C, H, W)`` and then adds the residual; here the residual is added to a permuted
+    view of the output, so the sum is written in the frame layout in one pass. Same modules
+    and weights. The copies into the token layout stay: the group norm needs the clip layout
+    ``(B, C, T, H, W)``, and the linear layers need tokens.
+    """
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        timestep: torch.LongTensor | None = None,
+        class_labels: torch.LongTensor | None = None,
+        num_frames: int = 1,
+        cross_attention_kwargs: dict | None = None,
+        return_dict: bool = True,
+    ) -> TransformerTemporalModelOutput | tuple[torch.Tensor]:
+        """Attend over the ``num_frames`` frames of each clip in ``(B * T, C, H, W)`` features."""
+        batch_frames, channels, height, width = hidden_states.shape
+        batch = batch_frames // num_frames
+        residual = hidden_states.reshape(batch, num_frames, channels, height, width)
+        tokens = self.norm(residual.transpose(1, 2))
+        tokens = tokens.permute(0, 3, 4, 2, 1).reshape(batch * height * width, num_frames, channels)
+        tokens = self.proj_in(tokens)
+        for block in self.transformer_blocks:
+            tokens = block(
+                tokens,
+                encoder_hidden_states=encoder_hidden_states,
+                timestep=timestep,
+                cross_attention_kwargs=cross_attention_kwargs,
+                class_labels=class_labels,
+            )
+        tokens = self.proj_out(tokens).view(batch, height, width, num_frames, channels)
+        output = residual + tokens.permute(0, 3, 4, 1, 2)  # laid out as the residual
+        output = output.reshape(batch_frames, channels, height, width)
+        return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
+
+
+def temporal_transformer(channels: int, heads: int, head_dim: int) -> TemporalTransformer:
     """Build a transformer attending over frames at each pixel (self-attention only)."""
-    return TransformerTemporalModel(
+    return TemporalTransformer(
         num_attention_heads=heads,
         attention_head_dim=head_dim,
         in_channels=channels,
@@ -187,7 +259,7 @@ class UNetStage(nn.Module):
             _resnet(c, out_channels, temb_channels, dropout) for c in in_channels
         )
         self.temp_convs = nn.ModuleList(
-            TemporalConvLayer(out_channels, out_channels, dropout=TEMPORAL_CONV_DROPOUT)
+            TemporalConv2dLayer(out_channels, out_channels, dropout=TEMPORAL_CONV_DROPOUT)
             for _ in in_channels
         )
         if with_attention:
@@ -308,7 +380,7 @@ class MidStage(nn.Module):
             _resnet(channels, channels, temb_channels, dropout) for _ in range(2)
         )
         self.temp_convs = nn.ModuleList(
-            TemporalConvLayer(channels, channels, dropout=TEMPORAL_CONV_DROPOUT) for _ in range(2)
+            TemporalConv2dLayer(channels, channels, dropout=TEMPORAL_CONV_DROPOUT) for _ in range(2)
         )
         self.attentions = nn.ModuleList(
             [
