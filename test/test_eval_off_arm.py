@@ -124,6 +124,16 @@ def _oracle(manifest):
     return predict
 
 
+def _final_only(manifest):
+    """The oracle's goal images alone: one frame per prediction."""
+    oracle = _oracle(manifest)
+
+    def predict(images, instructions, seeds):
+        return [frames[-1:] for frames in oracle(images, instructions, seeds)]
+
+    return predict
+
+
 def _copy(images, instructions, seeds):
     return [np.repeat(image[None], 4, axis=0) for image in images]
 
@@ -178,6 +188,11 @@ def test_showme_eval_off_arm_and_no_op_on_a_generated_metaworld_split(metaworld_
     }
     assert "objects of the input kept in the goal image | 1.0000" in table
     assert "| drawer | 2 | 1.0000 |" in table  # the per-object table
+    goals_only, _ = _run(
+        metaworld_manifest, tmp_path / "goals.json", _final_only(metaworld_manifest), "--off-arm"
+    )
+    for key in ("off_arm_fraction", "off_arm_goal_psnr", "objects_kept_fraction"):
+        assert goals_only["summary"][key] == summary[key]  # measured against the final frame
 
     copied, _ = _run(
         metaworld_manifest, tmp_path / "copy.json", _copy, "--off-arm", "--workers", "2"

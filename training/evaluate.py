@@ -185,7 +185,12 @@ def _fit(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _even_indices(count: int, length: int) -> list[int]:
-    """Return the indices of ``length`` frames spread evenly over ``count``, ends included."""
+    """Return the indices of ``length`` frames spread evenly over ``count``, the last one last.
+
+    One frame is the last (a goal image predicts the final frame).
+    """
+    if length == 1:
+        return [count - 1]
     return [int(i) for i in np.rint(np.linspace(0, count - 1, length))]
 
 
