@@ -8,12 +8,15 @@ UNet of a model whose adapters were merged into the graphs by ``showme-export on
     pipeline = onnx_pipeline("model_folder", "onnx_folder", threads=1)
     frames = pipeline(image, "open the drawer", mode="video", num_frames=8).frames
 
-Video calls must ask for the number of frames the video graph was exported with.
+A graph has fixed shapes except for the batch: the video graph makes the number of frames it
+was exported with. Other inputs (another rollout length, a mode without a graph) raise an error,
+or, with ``eager_fallback=True``, run on the model's PyTorch UNet, kept loaded for them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +26,9 @@ from diffusers.configuration_utils import FrozenDict
 from torch import nn
 
 from showme_model.adapters import roles_for_mode
-from showme_model.model import ShowMeModel
 from showme_model.onnx_export import EXPORT_CONFIG, MODES
-from showme_model.pipeline import ShowMePipeline
+from showme_model.pipeline import DEFAULT_IMAGE_CACHE_SIZE, ShowMePipeline
+from showme_model.unet import ShowMeUNet
 
 
 class OnnxUNet(nn.Module):
@@ -35,6 +38,8 @@ class OnnxUNet(nn.Module):
         folder: The export folder (with ``onnx_export.json``).
         providers: onnxruntime execution providers (default: CPU).
         threads: Intra-op threads of each session; onnxruntime's default when ``None``.
+        fallback: The PyTorch UNet that runs the inputs no graph takes (see :meth:`takes`);
+            without it they raise an error. A submodule, so adapter switching reaches it.
 
     Attributes:
         config: The exported UNet's configuration (as ``ShowMeUNet.config``).
@@ -47,8 +52,10 @@ class OnnxUNet(nn.Module):
         folder: str | Path,
         providers: list[str] | None = None,
         threads: int | None = None,
+        fallback: ShowMeUNet | None = None,
     ) -> None:
         super().__init__()
+        self.fallback = fallback
         folder = Path(folder)
         config_path = folder / EXPORT_CONFIG
         if not config_path.is_file():
@@ -80,6 +87,25 @@ class OnnxUNet(nn.Module):
         """Dtype of the graph inputs and outputs."""
         return torch.float32
 
+    def graph_frames(self, mode: str) -> int | None:
+        """Frames the graph of ``mode`` makes, or ``None`` without a graph for ``mode``."""
+        return self.graphs[mode]["num_frames"] if mode in self._sessions else None
+
+    def takes(
+        self, sample: torch.Tensor, encoder_hidden_states: torch.Tensor, temporal: bool
+    ) -> bool:
+        """Whether a graph takes these inputs: one for their mode, of their shapes but the batch."""
+        mode = "video" if temporal else "image"
+        if mode not in self._sessions:
+            return False
+        shapes = {
+            graph_input.name: graph_input.shape for graph_input in self._sessions[mode].get_inputs()
+        }
+        return (
+            list(sample.shape[1:]) == shapes["sample"][1:]
+            and list(encoder_hidden_states.shape[1:]) == shapes["encoder_hidden_states"][1:]
+        )
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -90,11 +116,16 @@ class OnnxUNet(nn.Module):
     ) -> torch.Tensor:
         """Predict the model output as :meth:`ShowMeUNet.forward` does.
 
+        Inputs no graph takes go to the ``fallback`` UNet when there is one.
+
         Raises:
-            ValueError: The folder has no graph for this mode, or the input shape differs from
-                the exported one in anything but the batch size.
+            ValueError: No graph takes the inputs and there is no fallback: the folder has no
+                graph for this mode, or an input's shape differs from the exported one in
+                anything but the batch size.
 
         """
+        if self.fallback is not None and not self.takes(sample, encoder_hidden_states, temporal):
+            return self.fallback(sample, timestep, encoder_hidden_states, frame_stride, temporal)
         mode = "video" if temporal else "image"
         if mode not in self._sessions:
             raise ValueError(f"the ONNX export has no {mode} graph (it has {list(self.graphs)})")
@@ -124,21 +155,38 @@ def onnx_pipeline(
     onnx_folder: str | Path,
     threads: int | None = None,
     providers: list[str] | None = None,
+    adapters: Sequence[str] | None = None,
+    image_cache_size: int = DEFAULT_IMAGE_CACHE_SIZE,
+    eager_fallback: bool = False,
 ) -> ShowMePipeline:
     """Load the model in ``model_folder`` as a pipeline whose UNet runs ``onnx_folder``'s graphs.
 
     The encoders, the image projector (with its adapter) and the VAE stay in PyTorch, on the
     CPU in float32; the UNet's adapters act through the graphs they were merged into, so the
-    ``adapters`` a call reports are those acting in PyTorch (the image projector's); the
-    graphs' are listed in ``onnx_export.json``.
+    ``adapters`` a call reports are those acting in PyTorch (the image projector's, and with
+    ``eager_fallback`` the fallback UNet's); the graphs' are listed in ``onnx_export.json``.
+
+    Args:
+        model_folder: The model folder the graphs were exported from.
+        onnx_folder: The ``showme-export onnx`` folder.
+        threads: Intra-op threads of each onnxruntime session (its default when ``None``).
+        providers: onnxruntime execution providers (default: CPU).
+        adapters: Roles to load, as in :meth:`ShowMePipeline.from_pretrained`.
+        image_cache_size: Image embeddings kept between calls (0 disables the cache).
+        eager_fallback: Keep the PyTorch UNet (with its adapters, not merged) for the calls no
+            graph takes, such as rollouts of another length than the video graph's; otherwise
+            those calls raise an error.
 
     Raises:
         ValueError: The graphs were exported from a UNet with another configuration, or with
             other adapters merged than the model folder runs in that mode.
 
     """
-    model = ShowMeModel.from_pretrained(model_folder)
-    unet = OnnxUNet(onnx_folder, providers, threads)
+    pipeline = ShowMePipeline.from_pretrained(
+        model_folder, adapters=adapters, image_cache_size=image_cache_size
+    )
+    model = pipeline.model
+    unet = OnnxUNet(onnx_folder, providers, threads, model.unet if eager_fallback else None)
     expected = {k: v for k, v in model.unet.config.items() if not k.startswith("_")}
     if json.loads(json.dumps(expected)) != dict(unet.config):
         raise ValueError(f"{onnx_folder} holds the graphs of another UNet than {model_folder}'s")
@@ -150,7 +198,7 @@ def onnx_pipeline(
                 f"but {model_folder} runs {roles} in {mode} mode; export the graphs again"
             )
     model.unet = unet
-    return ShowMePipeline(model)
+    return ShowMePipeline(model, pipeline.sampler_config, image_cache_size)
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

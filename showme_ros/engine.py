@@ -86,19 +86,47 @@ def _write_tiny_model(folder: Path) -> None:
 
 
 class Engine:
-    """A pipeline on its device, ready to run :class:`~showme_ros.jobs.Job` objects."""
+    """A pipeline on its device, ready to run :class:`~showme_ros.jobs.Job` objects.
 
-    def __init__(self, pipeline: Any, model_id: str, device: str, dtype: str) -> None:
+    Attributes:
+        runtime: What runs the UNet, for the log: "PyTorch", or onnxruntime and its graphs.
+        graph_frames: Frames of the ONNX video graph; ``None`` without one.
+
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        model_id: str,
+        device: str,
+        dtype: str,
+        runtime: str = "PyTorch",
+        graph_frames: int | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.max_frames = int(pipeline.max_frames)
         self.sampler_config = pipeline.sampler_config
         self.model_id = model_id
         self.device = device
         self.dtype = dtype
+        self.runtime = runtime
+        self.graph_frames = graph_frames
 
     @classmethod
-    def load(cls, path: Path, adapters: tuple[str, ...], device: str, dtype: str) -> Engine:
+    def load(
+        cls,
+        path: Path,
+        adapters: tuple[str, ...],
+        device: str,
+        dtype: str,
+        onnx_path: str = "",
+    ) -> Engine:
         """Load the model folder ``path`` with ``adapters`` onto ``device`` in ``dtype``.
+
+        With ``onnx_path`` (a ``showme-export onnx`` folder of this model), the UNet runs those
+        graphs in onnxruntime on the CPU, in float32 (``device`` "auto" then means the CPU);
+        calls no graph takes (a rollout of another length than the video graph's) run on the
+        PyTorch UNet, kept loaded for them.
 
         Raises:
             ModelLoadError: With a message naming the folder and what is wrong.
@@ -108,6 +136,8 @@ class Engine:
             raise ModelLoadError(f"model folder not found: {path} (parameter model.path)")
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{path} is not a model folder: it has no model_index.json")
+        if onnx_path:
+            return cls._load_onnx(path, adapters, device, dtype, Path(onnx_path).expanduser())
         import torch
 
         from showme_model.pipeline import ShowMePipeline
@@ -128,8 +158,61 @@ class Engine:
             )
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise ModelLoadError(f"cannot load the model from {path}: {error}") from error
-        model_id = path.name + (f"+{'+'.join(adapters)}" if adapters else "")
-        return cls(pipeline, model_id, device, str(torch_dtype).removeprefix("torch."))
+        return cls(
+            pipeline, _model_id(path, adapters), device, str(torch_dtype).removeprefix("torch.")
+        )
+
+    @classmethod
+    def _load_onnx(
+        cls, path: Path, adapters: tuple[str, ...], device: str, dtype: str, onnx_path: Path
+    ) -> Engine:
+        import torch
+
+        from showme_model.onnx_unet import onnx_pipeline
+
+        if device not in ("auto", "cpu"):
+            raise ModelLoadError(
+                f"model.onnx_path runs the UNet in onnxruntime on the CPU: set device to cpu or "
+                f"auto, or model.onnx_path to '' to serve on {device}"
+            )
+        if dtype not in ("auto", "float32"):
+            raise ModelLoadError(
+                f"the ONNX graphs (model.onnx_path) are float32: set dtype to float32 or auto, "
+                f"or model.onnx_path to '' to serve in {dtype}"
+            )
+        try:
+            pipeline = onnx_pipeline(
+                path,
+                onnx_path,
+                threads=torch.get_num_threads(),  # as many as PyTorch uses (OMP_NUM_THREADS)
+                adapters=list(adapters) or None,
+                image_cache_size=0,
+                eager_fallback=True,
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ModelLoadError(
+                f"cannot serve {path} from the ONNX graphs in {onnx_path} (parameter "
+                f"model.onnx_path): {error}"
+            ) from error
+        unet = pipeline.model.unet
+        frames = unet.graph_frames("video")
+        graphs = ["image graph"] if unet.graph_frames("image") else []
+        graphs += [f"{frames}-frame video graph"] if frames else []
+        runtime = (
+            f"onnxruntime ({', '.join(graphs) or 'no graph'} in {onnx_path}; other calls on the "
+            "PyTorch UNet)"
+        )
+        return cls(pipeline, _model_id(path, adapters), "cpu", "float32", runtime, frames)
+
+    def fallback_warning(self, settings: Settings) -> str:
+        """Return a warning if default rollouts (``settings`` resolved) miss the ONNX graph."""
+        if self.graph_frames is None or settings.num_frames == self.graph_frames:
+            return ""
+        return (
+            f"default rollouts (inference.num_frames = {settings.num_frames}) run on the PyTorch "
+            f"UNet: the ONNX video graph makes {self.graph_frames} frames; export one with "
+            f"showme-export onnx --num-frames {settings.num_frames} for them"
+        )
 
     def resolve(self, settings: Settings) -> Settings:
         """Replace every "model default" value of ``settings`` by the model's stored setting."""
@@ -230,6 +313,10 @@ class Engine:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _model_id(path: Path, adapters: tuple[str, ...]) -> str:
+    return path.name + (f"+{'+'.join(adapters)}" if adapters else "")
 
 
 def _resolve_device(device: str, torch: Any) -> str:

@@ -187,9 +187,16 @@ class PredictorNode(LifecycleNode):
             if choice.warning:
                 self.get_logger().warning(choice.warning)
             engine = Engine.load(
-                choice.path, self.settings.adapters, self.settings.device, self.settings.dtype
+                choice.path,
+                self.settings.adapters,
+                self.settings.device,
+                self.settings.dtype,
+                self.settings.onnx_path,
             )
-            engine.warm_up(engine.resolve(self.settings))
+            served = engine.resolve(self.settings)
+            if warning := engine.fallback_warning(served):
+                self.get_logger().warning(warning)
+            engine.warm_up(served)
         except (RuntimeError, ValueError, OSError) as error:  # ModelLoadError is a RuntimeError
             self._load_error = str(error)
             self.get_logger().error(f"activation failed: {error}")
@@ -199,7 +206,8 @@ class PredictorNode(LifecycleNode):
         self._stopping.clear()
         self.get_logger().info(
             f"model {engine.model_id} loaded on {engine.device} ({engine.dtype}) from "
-            f"{choice.path}; serving {self.resolve_service_name('predict')}"
+            f"{choice.path}, UNet in {engine.runtime}; serving "
+            f"{self.resolve_service_name('predict')}"
         )
         return super().on_activate(state)
 

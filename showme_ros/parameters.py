@@ -57,6 +57,15 @@ SPECS: tuple[Spec, ...] = (
         read_only=True,
     ),
     Spec(
+        "model.onnx_path",
+        "",
+        "Folder of the model's UNet exported by showme-export onnx; empty = the UNet runs in "
+        "PyTorch. Set: the UNet runs those graphs in onnxruntime on the CPU (float32; device "
+        "auto means cpu), rollouts of another length than the video graph's run on the PyTorch "
+        "UNet; graphs with other adapters merged than the model folder runs fail activation.",
+        read_only=True,
+    ),
+    Spec(
         "device",
         "auto",
         "Torch device: auto (cuda when available), cpu, cuda or cuda:N.",
@@ -240,6 +249,7 @@ class Settings:
 
     model_path: str
     adapters: tuple[str, ...]
+    onnx_path: str
     device: str
     dtype: str
     wait_for_lifecycle_manager: bool
@@ -326,6 +336,7 @@ def read(node: Node) -> Settings:
     return Settings(
         model_path=value("model.path"),
         adapters=tuple(role.strip() for role in value("model.adapters").split(",") if role.strip()),
+        onnx_path=value("model.onnx_path"),
         device=value("device"),
         dtype=value("dtype"),
         wait_for_lifecycle_manager=value("wait_for_lifecycle_manager"),
