@@ -1,6 +1,6 @@
 """CPU speed of the shipped model against its FLOP floor, one thread, side by side in one run.
 
-    python benchmarks/bench_cpu_speed.py [--repeats 7] [--compile]
+    python benchmarks/bench_cpu_speed.py [--repeats 7] [--onnx DIR] [--compile]
 
 The shipped model (``showme-metaworld-64``, 64x64 frames) with its stored sampler settings and
 adapters per mode (named in the table's header), called as the ROS node calls it (image cache off;
@@ -15,30 +15,49 @@ UNet steps, VAE; the compiled variant takes the reference's count) divided by th
 alternation).
 
 Variants: ``reference`` (LoRA layers run at every step), ``merged adapters``
-(``ShowMePipeline(merge_adapters=True)``), ``merged + channels-last`` (convolution weights
-and activations in channels-last layout) and, with ``--compile``, ``torch.compile`` of the UNet
-(with its LoRA layers; compile time reported). Every variant's frames are compared with the
-reference's (max absolute difference in [0, 1]).
+(``ShowMePipeline(merge_adapters=True)``, the node's PyTorch path on the CPU), ``merged +
+channels-last`` (convolution weights and activations in channels-last layout), ``ONNX graphs``
+(the node's path with ``model.onnx_path``: the UNet's graphs in onnxruntime, one intra-op
+thread, the rest in PyTorch; its floor takes the merged count, the computation the graphs hold)
+and, with ``--compile``, ``torch.compile`` of the UNet (with its LoRA layers; compile time
+reported). Every variant's frames are compared with the reference's (max absolute difference in
+[0, 1]). The graphs are those of ``--onnx DIR`` (``showme-export onnx`` of the shipped model
+with the rollout length of its stored settings), or exported to a temporary folder first.
+
+A second table times the 8-frame UNet forward (merged weights, batch 1 and 2) with this UNet's
+temporal layers against diffusers' ``TemporalConvLayer`` / ``TransformerTemporalModel`` forward
+on the same weights (the layout before the temporal convolutions ran as 2-D convolutions).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.models.resnet import TemporalConvLayer
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from showme_model import adapters
+from showme_model.model import ShowMeModel
+from showme_model.onnx_export import context_length, export_model, latent_size, merged_unet
+from showme_model.onnx_unet import onnx_pipeline
 from showme_model.pipeline import ShowMePipeline, default_model_path
+from showme_model.unet import ShowMeUNet
 
 MATMUL_SIZE = 1024
 INSTRUCTION = "open the drawer"
 MODES = ("image", "video")
+ONNX_VARIANT = "ONNX graphs (model.onnx_path)"
+UNET_REPEATS_PER_CALL = 4  # UNet forwards per repeat of a call in the UNet table
 
 
 def to_channels_last(module: torch.nn.Module) -> None:
@@ -55,13 +74,76 @@ def cpu_seconds(run: Callable[[], object]) -> float:
     return time.process_time() - start
 
 
+def with_diffusers_temporal_layers(unet: ShowMeUNet) -> ShowMeUNet:
+    """A copy of ``unet`` whose temporal layers run diffusers' own forward (same weights)."""
+    unet = copy.deepcopy(unet)
+    for module in unet.modules():
+        for diffusers_class in (TemporalConvLayer, TransformerTemporalModel):
+            if isinstance(module, diffusers_class):
+                module.__class__ = diffusers_class
+    return unet
+
+
+def temporal_layer_rows(folder: Path, frames: int, repeats: int) -> list[str]:
+    """Rows timing the UNet forward with this UNet's and with diffusers' temporal layers."""
+    model = ShowMeModel.from_pretrained(folder).eval()
+    unet = merged_unet(model.unet, adapters.roles_for_mode(model, "video"))
+    variants = {"diffusers' layers": with_diffusers_temporal_layers(unet), "this UNet's": unet}
+    config = unet.config
+    rows = []
+    for batch in (1, 2):
+        generator = torch.Generator().manual_seed(batch)
+        inputs = (
+            torch.randn(
+                batch, config.in_channels, frames, *latent_size(model), generator=generator
+            ),
+            torch.full((batch,), 500.0),
+            torch.randn(
+                batch, context_length(model), config.cross_attention_dim, generator=generator
+            ),
+            torch.ones(batch),
+        )
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        with torch.no_grad():
+            outputs = {name: forward(*inputs) for name, forward in variants.items()}
+            for _ in range(repeats * UNET_REPEATS_PER_CALL):
+                for name, forward in variants.items():
+                    times[name].append(cpu_seconds(lambda f=forward, x=inputs: f(*x)))
+        before = statistics.median(times["diffusers' layers"])
+        for name, samples in times.items():
+            seconds = statistics.median(samples)
+            diff = (outputs[name] - outputs["diffusers' layers"]).abs().max().item()
+            rows.append(
+                f"| {frames}-frame UNet forward, batch {batch} | {name} | {seconds * 1e3:.1f} | "
+                f"{before / seconds:.3f}x | {diff:.1e} |"
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--onnx", type=Path, help="showme-export onnx folder of the shipped model (else exported)"
+    )
     parser.add_argument("--compile", action="store_true", help="also torch.compile the UNet")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     folder = default_model_path()
+    with tempfile.TemporaryDirectory() as scratch:
+        return run(args, folder, args.onnx or export_graphs(folder, Path(scratch)))
+
+
+def export_graphs(folder: Path, out: Path) -> Path:
+    """Export the shipped model's graphs, the video graph at its stored rollout length."""
+    model = ShowMeModel.from_pretrained(folder).eval()
+    frames = model.sampler_config.num_frames
+    export_model(model, out, num_frames=frames)
+    return out
+
+
+def run(args: argparse.Namespace, folder: Path, onnx_folder: Path) -> str:
+    """Time the variants' calls and the UNet forwards; print and return the tables."""
     variants = {
         "reference": ShowMePipeline.from_pretrained(folder, image_cache_size=0),
         "merged adapters": ShowMePipeline.from_pretrained(
@@ -71,6 +153,10 @@ def main(argv: list[str] | None = None) -> str:
             folder, image_cache_size=0, merge_adapters=True
         ),
     }
+    # The node's pipeline with model.onnx_path set (showme_ros.engine.Engine.load).
+    variants[ONNX_VARIANT] = onnx_pipeline(
+        folder, onnx_folder, threads=1, image_cache_size=0, eager_fallback=True
+    )
     to_channels_last(variants["merged + channels-last"].model)
     settings = variants["reference"].sampler_config
     compile_seconds: dict[str, float] = {}
@@ -94,7 +180,8 @@ def main(argv: list[str] | None = None) -> str:
             compile_seconds[f"{name} {mode}"] = time.perf_counter() - start
         gflop = {}
         for name in variants:
-            counted = "reference" if name.startswith("torch.compile") else name
+            counted = {ONNX_VARIANT: "merged adapters"}.get(name, name)
+            counted = "reference" if name.startswith("torch.compile") else counted
             if counted not in gflop:
                 with FlopCounterMode(display=False) as counter:
                     call(variants[counted])
@@ -132,7 +219,15 @@ def main(argv: list[str] | None = None) -> str:
         "x floor | max frame diff |\n"
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
-    table = header + "\n".join(rows) + "\n"
+    unet_rows = temporal_layer_rows(folder, settings.num_frames, args.repeats)
+    table = (
+        header
+        + "\n".join(rows)
+        + "\n\n| forward | temporal layers | CPU ms | speed-up | max output diff |\n"
+        + "| --- | --- | ---: | ---: | ---: |\n"
+        + "\n".join(unet_rows)
+        + "\n"
+    )
     print(table)
     return table
 

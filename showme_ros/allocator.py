@@ -5,8 +5,11 @@ which buffers of camera-frame size come from per-thread heaps and stay resident 
 a multi-threaded executor every worker thread's heap then holds its own few frames: the node's
 RSS climbs by hundreds of MiB with large frames. A fixed threshold (which also turns that
 adjustment off) makes every buffer of at least ``LARGE_BUFFER_BYTES`` an mmap of its own, unmapped
-on free. Smaller allocations, the model's activations at the shipped size among them, are
-unaffected.
+on free. Smaller allocations are unaffected. The cost: the model's activations of that size
+are mapped and unmapped (and their pages faulted in) at every use. An 8-frame rollout of the
+shipped model at guidance 2 has some of 4 and 8 MiB: its UNet forward took 1.35x and the whole
+PyTorch call 1.07x the CPU time with this threshold as without it (``docs/BENCHMARKS.md``,
+"CPU speed of the shipped model").
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ another length than a video graph's do.
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -112,6 +113,18 @@ def test_a_folder_without_graphs_is_named_in_the_error(folders, tmp_path):
     model_folder, _ = folders
     with pytest.raises(ModelLoadError, match="not an ONNX export folder"):
         Engine.load(model_folder, (), "cpu", "auto", str(tmp_path))
+
+
+def test_a_default_rollout_length_the_video_graph_misses_is_warned_about():
+    pipeline = SimpleNamespace(max_frames=16, sampler_config=None)
+    engine = Engine(pipeline, "m", "cpu", "float32", "onnxruntime", graph_frames=8)
+    assert engine.fallback_warning(SimpleNamespace(num_frames=8)) == ""
+    warning = engine.fallback_warning(SimpleNamespace(num_frames=12))
+    assert "run on the PyTorch UNet" in warning and "--num-frames 12" in warning
+    assert (
+        Engine(pipeline, "m", "cpu", "float32").fallback_warning(SimpleNamespace(num_frames=12))
+        == ""
+    )
 
 
 @pytest.fixture
