@@ -158,6 +158,18 @@ def test_onnx_unet_rejects_other_frame_counts(tiny):
         run_onnx(unet, "video", inputs)
 
 
+def test_onnx_unet_runs_other_frame_counts_on_its_fallback(tiny):
+    model, _, folder = tiny
+    unet = OnnxUNet(folder, threads=1, fallback=model.unet)
+    roles = adapters.roles_for_mode(model, "video")
+    for frames, graph in ((3, True), (4, False)):  # the video graph has 3 frames
+        inputs = example_inputs(model, "video", frames)
+        assert unet.takes(inputs[0], inputs[2], temporal=True) == graph
+        with torch.no_grad(), adapters.active_adapters(model, roles):
+            output = run_onnx(unet, "video", inputs)
+        assert (output - eager(model, "video", inputs)).abs().max().item() < TOLERANCE
+
+
 def test_cli_reports_a_missing_model_folder(tmp_path, capsys):
     assert main(["onnx", str(tmp_path / "absent"), str(tmp_path / "out")]) == 1
     assert "model folder not found" in capsys.readouterr().err
