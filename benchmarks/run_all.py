@@ -19,6 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # name -> arguments: the CPU-cheap benchmarks, run by default.
 CPU_CHEAP = {
+    "bench_allocator": [],
     "bench_loader": [],
     "bench_pipeline": [],
     "bench_training": [],

@@ -1,15 +1,16 @@
-"""Keep a long-running image server's memory flat: large buffers go back to the OS when freed.
+"""Keep a long-running image server's memory flat: one malloc arena for every thread.
 
-glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB), after
-which buffers of camera-frame size come from per-thread heaps and stay resident when freed. Under
-a multi-threaded executor every worker thread's heap then holds its own few frames: the node's
-RSS climbs by hundreds of MiB with large frames. A fixed threshold (which also turns that
-adjustment off) makes every buffer of at least ``LARGE_BUFFER_BYTES`` an mmap of its own, unmapped
-on free. Smaller allocations are unaffected. The cost: the model's activations of that size
-are mapped and unmapped (and their pages faulted in) at every use. An 8-frame rollout of the
-shipped model at guidance 2 has some of 4 and 8 MiB: its UNet forward took 1.35x and the whole
-PyTorch call 1.07x the CPU time with this threshold as without it (``docs/BENCHMARKS.md``,
-"CPU speed of the shipped model").
+glibc gives each thread that allocates while another holds the main arena an arena of its own
+(up to 8 per core). Under a multi-threaded executor each worker thread's arena then keeps its own
+freed camera-frame buffers resident: the node's RSS climbs by hundreds of MiB with large frames.
+With a single arena every freed buffer is free for the next request, whichever thread makes it,
+and the top of the heap is given back to the OS as usual.
+
+An earlier version fixed glibc's mmap threshold at 4 MiB instead, which also kept RSS flat but
+mapped and faulted in every activation of 4 MiB or more at each use: an 8-frame rollout of the
+shipped model took 1.18-1.28x the CPU time it takes with one arena (``docs/BENCHMARKS.md``, "The
+node's allocator"). The cost of one arena is a shared lock, taken by the executor threads only
+while they allocate.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-LARGE_BUFFER_BYTES = 4 << 20
-_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+_M_ARENA_MAX = -8  # from glibc's malloc.h
 
 
-def return_large_buffers_to_the_os(threshold: int = LARGE_BUFFER_BYTES) -> bool:
-    """Serve allocations of ``threshold`` bytes or more with mmap; False where libc is not glibc."""
+def keep_memory_flat(arenas: int = 1) -> bool:
+    """Limit glibc to ``arenas`` malloc arenas; False where libc is not glibc.
+
+    Call it at process start, before other threads allocate.
+    """
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
     except (OSError, TypeError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+    return bool(mallopt(_M_ARENA_MAX, arenas))

@@ -46,7 +46,7 @@ from std_msgs.msg import String
 
 from showme_ros import outputs, parameters
 from showme_ros.action import PredictRollout
-from showme_ros.allocator import return_large_buffers_to_the_os
+from showme_ros.allocator import keep_memory_flat
 from showme_ros.diagnostics import FrameState, ModelState, ServingStats, report
 from showme_ros.engine import Engine, JobCancelledError, Progress, choose_model
 from showme_ros.errors import (
@@ -440,7 +440,7 @@ class PredictorNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until shutdown; activates it at start unless told to wait."""
-    flat_memory = return_large_buffers_to_the_os()
+    flat_memory = keep_memory_flat()
     middleware_warning = free_transport_buffers()
     rclpy.init(args=args)
     node = PredictorNode()
@@ -448,7 +448,7 @@ def main(args: list[str] | None = None) -> int:
         node.get_logger().warning(middleware_warning)
     if not flat_memory:
         node.get_logger().warning(
-            "cannot set the C library's mmap threshold (not glibc?): freed camera-frame "
+            "cannot limit the C library's malloc arenas (not glibc?): freed camera-frame "
             "buffers may stay resident"
         )
     executor = ResilientExecutor(

@@ -1,4 +1,4 @@
-"""Large buffers freed by any executor thread leave the process: RSS does not ratchet up."""
+"""Large buffers freed by any executor thread are reused, not kept per thread: RSS stays flat."""
 
 import subprocess
 import sys
@@ -9,9 +9,9 @@ CHURN = textwrap.dedent(
     import sys
     from concurrent.futures import ThreadPoolExecutor
     import numpy as np, psutil
-    from showme_ros.allocator import return_large_buffers_to_the_os
+    from showme_ros.allocator import keep_memory_flat
 
-    applied = return_large_buffers_to_the_os() if sys.argv[1] == "on" else False
+    applied = keep_memory_flat() if sys.argv[1] == "on" else False
 
     def frame_work(i):  # what a request with a 27 MiB camera frame allocates and frees
         frame = np.ones((3072, 3072, 3), np.uint8)

@@ -26,12 +26,12 @@ ECHO_SERVER = """
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import QoSProfile
-from showme_ros.allocator import return_large_buffers_to_the_os
+from showme_ros.allocator import keep_memory_flat
 from showme_ros.middleware import free_transport_buffers
 from showme_ros.msg import PredictedRollout
 from showme_ros.srv import Predict
 
-return_large_buffers_to_the_os()
+keep_memory_flat()
 free_transport_buffers()
 rclpy.init()
 node = rclpy.create_node("echo_server")
