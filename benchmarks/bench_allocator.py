@@ -1,15 +1,15 @@
 """glibc malloc settings for the node: model speed and resident memory under frame churn.
 
-Each setting runs in fresh subprocesses, set through glibc's environment tunables before the
-interpreter allocates anything: glibc's default, a fixed 4 MiB mmap threshold (the node's
-earlier setting) and one malloc arena (``showme_ros.allocator.keep_memory_flat``, the node's
-setting). Per setting:
+Each setting runs in fresh subprocesses, applied before the interpreter allocates much: glibc's
+default, a fixed 4 MiB mmap threshold (the node's earlier setting, through glibc's environment
+tunable) and the node's own setting (``showme_ros.allocator.keep_memory_flat``: one malloc
+arena). Per setting:
 
 - the CPU seconds of a goal image and of an 8-frame rollout of the shipped model as the node
   runs it (adapters merged, stored sampler settings, one thread; best of ``--calls`` after a
   warm-up), the settings' processes alternating for ``--rounds`` rounds;
 - the resident memory after six threads each allocated and freed thirty 27 MiB camera frames
-  (what ``test/test_node_allocator.py`` checks).
+  (the workload of ``test/test_node_allocator.py``).
 
 Prints a markdown table and the command::
 
@@ -29,14 +29,23 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from test.test_node_allocator import CHURN  # noqa: E402
+
+NODE_SETTING = "one arena (the node's)"
+# name -> (environment added, whether the process applies the node's setting)
 SETTINGS = {
-    "glibc default": {},
-    "mmap threshold 4 MiB (earlier)": {"MALLOC_MMAP_THRESHOLD_": str(4 << 20)},
-    "one arena (the node's)": {"MALLOC_ARENA_MAX": "1"},
+    "glibc default": ({}, False),
+    "mmap threshold 4 MiB (earlier)": ({"MALLOC_MMAP_THRESHOLD_": str(4 << 20)}, False),
+    NODE_SETTING: ({}, True),
 }
 SPEED = textwrap.dedent(
     """
     import json, sys, time
+    from showme_ros.allocator import keep_memory_flat
+    if sys.argv[3] == "on":
+        keep_memory_flat()
     import numpy as np, torch
     torch.set_num_threads(1)
     from showme_model.pipeline import ShowMePipeline
@@ -54,20 +63,6 @@ SPEED = textwrap.dedent(
             runs.append(time.process_time() - start)
         times[mode] = min(runs)
     print(json.dumps(times))
-    """
-)
-CHURN = textwrap.dedent(
-    """
-    from concurrent.futures import ThreadPoolExecutor
-    import numpy as np, psutil
-    def frame_work(i):
-        frame = np.ones((3072, 3072, 3), np.uint8)
-        crop = frame[: 2048 + i % 512].copy()
-        return int(np.ascontiguousarray(crop[:, :1024])[0, 0, 0])
-    with ThreadPoolExecutor(6) as pool:
-        for round in range(30):
-            list(pool.map(frame_work, range(round * 6, round * 6 + 6)))
-    print(psutil.Process().memory_info().rss >> 20)
     """
 )
 
@@ -95,10 +90,15 @@ def main() -> int:
     args = parser.parse_args()
     times: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
     for _ in range(args.rounds):
-        for name, env in SETTINGS.items():
-            times[name].append(json.loads(run(SPEED, env, args.model, str(args.calls))))
-    rss = {name: int(run(CHURN, env)) for name, env in SETTINGS.items()}
-    reference = "one arena (the node's)"
+        for name, (env, node) in SETTINGS.items():
+            flag = "on" if node else "off"
+            times[name].append(json.loads(run(SPEED, env, args.model, str(args.calls), flag)))
+    # CHURN prints whether it applied the node's setting, then the RSS in MiB.
+    rss = {
+        name: int(run(CHURN, env, "on" if node else "off").split()[-1])
+        for name, (env, node) in SETTINGS.items()
+    }
+    reference = NODE_SETTING
     best = {
         name: {mode: float(np.min([t[mode] for t in runs])) for mode in ("image", "video")}
         for name, runs in times.items()

@@ -8,7 +8,7 @@ and the top of the heap is given back to the OS as usual.
 
 An earlier version fixed glibc's mmap threshold at 4 MiB instead, which also kept RSS flat but
 mapped and faulted in every activation of 4 MiB or more at each use: an 8-frame rollout of the
-shipped model took 1.18-1.28x the CPU time it takes with one arena (``docs/BENCHMARKS.md``, "The
+shipped model took 1.17-1.25x the CPU time it takes with one arena (``docs/BENCHMARKS.md``, "The
 node's allocator"). The cost of one arena is a shared lock, taken by the executor threads only
 while they allocate.
 """

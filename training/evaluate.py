@@ -677,7 +677,7 @@ def scene_renders(
     """
     from training.metrics.objects import clip_objects
 
-    skills = [i for i, sample in enumerate(samples) if not samples[i].is_noop]
+    skills = [i for i, sample in enumerate(samples) if not sample.is_noop]
     if any(samples[i].record is None for i in skills):
         raise ValueError("rendering a clip's objects needs its manifest record")
     frames = [[0, *_even_indices(len(samples[i].frames), len(predictions[i]))] for i in skills]

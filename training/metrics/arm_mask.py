@@ -74,16 +74,17 @@ def init_render_worker() -> None:
     os.environ.setdefault("LP_NUM_THREADS", "1")
 
 
+def arm_pixels(bodies: np.ndarray, model: Any) -> np.ndarray:
+    """Pixels showing the arm, from a segmentation's body ids (-1: background)."""
+    return (bodies >= 0) & arm_bodies(model)[np.maximum(bodies, 0)]
+
+
+def _arm_mask(env: Any) -> np.ndarray:
+    return arm_pixels(env.view.segment(env.env.data), env.env.model)
+
+
 def _clip_masks(record: ClipRecord, root: str | Path, frames: list[int] | None) -> np.ndarray:
-    arm: list[np.ndarray] = []
-
-    def segment(env: Any) -> np.ndarray:
-        if not arm:
-            arm.append(arm_bodies(env.env.model))
-        bodies = env.view.segment(env.env.data)
-        return (bodies >= 0) & arm[0][np.maximum(bodies, 0)]
-
-    return np.stack(replay_clip(record, root, frames, segment))
+    return np.stack(replay_clip(record, root, frames, _arm_mask))
 
 
 def metaworld_scene(record: ClipRecord) -> Scene:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from training.data.manifest import ClipRecord
-from training.metrics.arm_mask import arm_bodies, init_render_worker, replay_clip
+from training.metrics.arm_mask import arm_bodies, arm_pixels, init_render_worker, replay_clip
 from training.metrics.swap import mean_squared_error
 
 FIXTURES = ("tablelink", "RetainingWall")
@@ -90,7 +90,6 @@ def _render_objects(env: Any) -> FrameObjects:
     shown = np.asarray(view.option.geomgroup, bool)
     hidden_group = int(np.flatnonzero(~shown)[-1])
     bodies = view.segment(env.env.data)
-    arm = arm_bodies(model)
     masks, hidden = {}, {}
     for name, subtree in scene_objects(model, shown).items():
         masks[name] = np.isin(bodies, subtree)
@@ -101,7 +100,7 @@ def _render_objects(env: Any) -> FrameObjects:
             hidden[name] = view.render(env.env.data)[0]
         finally:
             model.geom_group[geoms] = groups
-    return FrameObjects((bodies >= 0) & arm[np.maximum(bodies, 0)], masks, hidden)
+    return FrameObjects(arm_pixels(bodies, model), masks, hidden)
 
 
 def _clip_objects(record: ClipRecord, root: str, frames: list[int]) -> list[FrameObjects]:
