@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
@@ -48,6 +49,9 @@ class ShowMeUNet(ModelMixin, ConfigMixin):
         default_frame_stride: frame stride used in video mode when none is given.
         dropout: dropout of the ResNet blocks.
         image_mode_temporal_convs: keep the temporal convolutions active in image mode.
+        patch_size: side of the latent patches that ``conv_in`` sees as one cell (space to
+            depth; ``conv_out``'s cells go back to patches, depth to space). 2 lets a UNet run
+            on a finer latent grid at the cost of the grid half its size. DynamiCrafter's is 1.
 
     """
 
@@ -70,12 +74,15 @@ class ShowMeUNet(ModelMixin, ConfigMixin):
         default_frame_stride: int = 3,
         dropout: float = 0.1,
         image_mode_temporal_convs: bool = False,
+        patch_size: int = 1,
     ) -> None:
         super().__init__()
         if len(attention_levels) != len(block_out_channels):
             raise ValueError("attention_levels needs one entry per block_out_channels entry")
         if any(c % NORM_GROUPS for c in block_out_channels):
             raise ValueError(f"block_out_channels must be multiples of {NORM_GROUPS}")
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         base = block_out_channels[0]
         temb_channels = 4 * base
         stage_kwargs = {
@@ -93,7 +100,7 @@ class ShowMeUNet(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.fs_embedding.linear_2.weight)
         nn.init.zeros_(self.fs_embedding.linear_2.bias)
 
-        self.conv_in = nn.Conv2d(in_channels, base, kernel_size=3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels * patch_size**2, base, kernel_size=3, padding=1)
         self.transformer_in = temporal_transformer(base, transformer_in_heads, attention_head_dim)
 
         skip_channels = [base]
@@ -137,7 +144,7 @@ class ShowMeUNet(ModelMixin, ConfigMixin):
 
         self.conv_norm_out = nn.GroupNorm(NORM_GROUPS, base, eps=OUT_NORM_EPS)
         self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(base, out_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(base, out_channels * patch_size**2, kernel_size=3, padding=1)
         self.gradient_checkpointing = False
 
     def _set_gradient_checkpointing(
@@ -188,8 +195,9 @@ class ShowMeUNet(ModelMixin, ConfigMixin):
         num_frames = frames if temporal else 1
         modes = (num_frames, temporal, temporal or self.config.image_mode_temporal_convs)
 
+        patch = self.config.patch_size
         h = sample.transpose(1, 2).reshape(batch * frames, channels, height, width)
-        h = self.conv_in(h)
+        h = self.conv_in(F.pixel_unshuffle(h, patch) if patch > 1 else h)
         if temporal:
             h = self.transformer_in(h, num_frames=num_frames, return_dict=False)[0]
         skips = [h]
@@ -202,6 +210,8 @@ class ShowMeUNet(ModelMixin, ConfigMixin):
             h = self._run(block, h, tuple(skips[-count:]), emb, context, *modes)
             del skips[-count:]
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
+        if patch > 1:
+            h = F.pixel_shuffle(h, patch)
         return h.reshape(batch, frames, -1, height, width).transpose(1, 2)
 
     def _run(self, module: nn.Module, *args: object) -> torch.Tensor:
@@ -214,9 +224,9 @@ class ShowMeUNet(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"sample must be (B, {self.config.in_channels}, T, H, W), got {tuple(sample.shape)}"
             )
-        levels = len(self.config.block_out_channels) - 1
-        if sample.shape[-1] % 2**levels or sample.shape[-2] % 2**levels:
-            raise ValueError(f"latent height and width must be multiples of {2**levels}")
+        multiple = 2 ** (len(self.config.block_out_channels) - 1) * self.config.patch_size
+        if sample.shape[-1] % multiple or sample.shape[-2] % multiple:
+            raise ValueError(f"latent height and width must be multiples of {multiple}")
         if (
             context.ndim != 3
             or context.shape[0] != sample.shape[0]

@@ -251,6 +251,32 @@ def test_the_real_pipeline_reports_its_own_autoencoder_ceiling(metaworld_manifes
 
 
 @pytest.mark.slow
+def test_a_bare_autoencoder_scores_the_ceiling_of_the_model_folder_around_it(
+    metaworld_manifest, tmp_path
+):
+    """training.autoencoder_ceiling on a folder's VAE gives that folder's ceiling figures."""
+    from training.autoencoder_ceiling import main as ceiling_main
+
+    folder = save_tiny_model(tmp_path / "model")
+    common = ["--manifest", str(metaworld_manifest), "--off-arm", "--limit", "3"]
+    model_out, vae_out = tmp_path / "model.json", tmp_path / "vae.json"
+    assert main(["--model", str(folder), "--out", str(model_out), *common]) == 0
+    assert ceiling_main(["--vae", str(folder / "vae"), "--out", str(vae_out), *common]) == 0
+    model_summary = json.loads(model_out.read_text())["summary"]
+    vae_summary = json.loads(vae_out.read_text())["summary"]
+    for field in (
+        "ceiling_off_arm_goal_psnr",
+        "ceiling_off_arm_swap_accuracy",
+        "ceiling_objects_kept_fraction",
+    ):
+        assert vae_summary[field] == pytest.approx(model_summary[field], abs=1e-6), field
+    # The predictions next to the ceiling are copies of the input.
+    assert vae_summary["goal_psnr"] == pytest.approx(vae_summary["baseline_goal_psnr"])
+    with pytest.raises(SystemExit, match="--off-arm"):
+        ceiling_main(["--vae", str(folder / "vae"), "--manifest", str(metaworld_manifest)])
+
+
+@pytest.mark.slow
 def test_each_object_is_rendered_hidden_and_only_it_changes(metaworld_manifest):
     from training.data.manifest import read_manifest
     from training.metrics.arm_mask import clip_arm_masks

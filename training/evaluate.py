@@ -48,6 +48,8 @@ from training.metrics.summary import breakdown, capped, pooled
 from training.metrics.swap import swap_scores
 
 if TYPE_CHECKING:
+    import torch
+
     from showme_model.pipeline import ShowMePipeline
 
 SCENE_KEY = "scene_id"
@@ -627,15 +629,34 @@ def pipeline_reconstructor(pipeline: ShowMePipeline) -> Reconstructor:
     the model's resolution as the pipeline brings its input, encoded (posterior mode), decoded,
     rounded to uint8 and resized back to the frame's size.
     """
+    model = pipeline.model
+
+    def round_trip(pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(pipeline.device, pipeline.dtype)
+        return model.decode_latents(model.encode_latents(pixels)).float()
+
+    return autoencoder_reconstructor(round_trip, pipeline.resolution)
+
+
+def autoencoder_reconstructor(
+    round_trip: Callable[[torch.Tensor], torch.Tensor], resolution: tuple[int, int]
+) -> Reconstructor:
+    """Build a :data:`Reconstructor` on an autoencoder's encode-decode round trip.
+
+    Args:
+        round_trip: Frames ``(B, 3, H, W)`` in ``[-1, 1]`` to their reconstructions, same layout.
+        resolution: The autoencoder's frame size ``(H, W)``; frames are brought to it as the
+            pipeline brings its input and the reconstructions resized back.
+
+    """
     import torch
 
     from showme_model.preprocessing import prepare_image
 
     def reconstruct(images: list[np.ndarray]) -> list[np.ndarray]:
-        pixels = torch.stack([prepare_image(image, pipeline.resolution)[0] for image in images])
+        pixels = torch.stack([prepare_image(image, resolution)[0] for image in images])
         with torch.inference_mode():
-            latents = pipeline.model.encode_latents(pixels.to(pipeline.device, pipeline.dtype))
-            decoded = pipeline.model.decode_latents(latents).float()
+            decoded = round_trip(pixels)
         unit = ((decoded + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1).cpu()
         frames = (unit * 255.0).round().to(torch.uint8).numpy()
         return [_fit(f[None], *image.shape[:2])[0] for f, image in zip(frames, images, strict=True)]

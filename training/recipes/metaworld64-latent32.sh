@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Meta-World model with 32x32 latents: the recipe of metaworld64v.sh (same clips, base model on
+# whole 8-frame clips, stage 1, stage 2, evaluation) around an f2 frame autoencoder
+# (metaworld64-vae-f2.yaml) that keeps the scenes' thin parts, with the UNet on 2x2 latent
+# patches (metaworld64-latent32-model.yaml) so that a goal image or a rollout costs what the
+# shipped model's do. It reads the clips and the depth critic of metaworld64v.sh (run its
+# "data depth" steps first) and writes to runs/latent32/ (git-ignored). Every step is
+# resumable, as in metaworld64v.sh. Usage, from the repository root:
+#   bash training/recipes/metaworld64-latent32.sh
+#   STEPS="vae ceiling" bash training/recipes/metaworld64-latent32.sh
+set -euo pipefail
+
+source "$(dirname "$0")/common.sh"
+STEPS=${STEPS:-"vae ceiling init base stage1 flow stage2 eval"}
+SOURCE=runs/metaworld64v
+DATA=$SOURCE/data
+RUNS=runs/latent32
+mkdir -p "$RUNS"
+TIMES=$RUNS/times.tsv
+# The stage configs of metaworld64v.sh, pointed at this recipe's folders.
+stage_paths() {  # stage_paths STAGE: --set options for runs/latent32
+  echo "--set output_dir=$RUNS/$1 --set model.folder=$RUNS/base/final/model"
+}
+
+# 1. The f2 frame autoencoder, from scratch (the shipped f4 one's settings).
+if wants vae && [ ! -f "$RUNS/vae/config.json" ]; then
+  timed vae $RUN $PY -m training.train_vae --config training/configs/metaworld64-vae-f2.yaml \
+    --manifest "$DATA/manifest.jsonl" --val-manifest "$SOURCE/val/manifest.jsonl" \
+    --out "$RUNS/vae" --threads "$OMP_NUM_THREADS"
+fi
+
+# 1b. Its ceiling on the val layouts: off-arm PSNR and swap accuracy, objects kept, scored on
+#     its reconstructions of the true final frames (training.autoencoder_ceiling).
+if wants ceiling && [ ! -f "$RUNS/eval/ceiling-val.json" ]; then
+  timed ceiling $RUN $PY -m training.autoencoder_ceiling --vae "$RUNS/vae" \
+    --manifest "$SOURCE/val/manifest.jsonl" --split val --phrasings recorded --off-arm \
+    --workers 2 --out "$RUNS/eval/ceiling-val.json"
+fi
+
+# 2. Untrained model folder around it.
+if wants init && [ ! -f "$RUNS/init/model_index.json" ]; then
+  timed init $RUN $PY -m training.recipes.assemble_model \
+    --config training/configs/metaworld64-latent32-model.yaml --vae "$RUNS/vae" \
+    --manifest "$DATA/manifest.jsonl" --out "$RUNS/init"
+fi
+
+# 3. Base image-to-video model: metaworld64v-base.yaml's run on this folder.
+if wants base && [ ! -f "$RUNS/base/final/model/model_index.json" ]; then
+  timed base $RUN $TRAIN base --config training/configs/metaworld64v-base.yaml --resume \
+    --set output_dir=$RUNS/base --set model.folder=$RUNS/init
+fi
+
+# 4. Stage 1 with metaworld64v.sh's depth critic (it reads frames, not latents).
+if wants stage1 && [ ! -d "$RUNS/stage1/final/adapters/manipulation" ]; then
+  timed stage1 $RUN $TRAIN stage1 --config training/configs/metaworld64v-stage1.yaml --resume \
+    $(stage_paths stage1)
+fi
+
+# 5. Stage 2: DIS flow magnitudes at this latent grid (f2: 32x32) first.
+if wants flow; then
+  timed flow $RUN $PY -m training.data.cli flow --manifest "$DATA/manifest.jsonl" --frames 8 \
+    --size 64 --latent-factor 2
+fi
+if wants stage2 && [ ! -d "$RUNS/stage2/final/adapters/prediction" ]; then
+  timed stage2 $RUN $TRAIN stage2 --config training/configs/metaworld64v-stage2.yaml --resume \
+    $(stage_paths stage2) \
+    --set model.manipulation_adapter=$RUNS/stage1/final/adapters/manipulation
+fi
+
+# 6. Evaluation as in metaworld64v.sh: image and video mode, val and held-out layouts.
+if wants eval; then
+  model=$RUNS/model
+  rm -rf "$model"
+  cp -r "$RUNS/base/final/model" "$model"
+  mkdir -p "$model/adapters"
+  cp -r "$RUNS/stage1/final/adapters/manipulation" "$RUNS/stage2/final/adapters/prediction" \
+    "$model/adapters/"
+  $PY -c "from showme_model.adapters import write_mode_roles as w; w('$model', {'video': []})"
+  for set in val:val heldout:test; do
+    IFS=: read -r name split <<< "$set"
+    for mode in image video; do
+      timed "eval-$name-$mode" $RUN $PY -m training.evaluate --model "$model" \
+        --manifest "$SOURCE/$name/manifest.jsonl" --split "$split" --phrasings recorded \
+        --mode "$mode" --off-arm --workers 2 --out "$RUNS/eval/$mode-$name.json"
+    done
+  done
+fi
