@@ -96,6 +96,26 @@ def test_tiny_onnx_matches_pytorch_at_any_batch(tiny, mode, batch):
 
 
 @pytest.mark.slow
+def test_a_unet_on_latent_patches_exports_and_matches_pytorch(tmp_path):
+    """patch_size 2 (space to depth around the UNet) survives the export in both modes."""
+    from showme_model.presets import unet_config
+    from showme_model.unet import ShowMeUNet
+
+    torch.manual_seed(0)
+    model = ShowMeModel.from_config_name("tiny")
+    model.unet = ShowMeUNet(**{**unet_config("tiny"), "patch_size": 2})
+    with torch.no_grad():  # every weight random: zero-initialised layers would hide paths
+        for parameter in model.unet.parameters():
+            parameter.normal_(0.0, 0.2)
+    export_model(model.eval(), tmp_path, num_frames=3)
+    unet = OnnxUNet(tmp_path, threads=1)
+    for mode in ("image", "video"):
+        inputs = example_inputs(model, mode, 3, batch=2)
+        expected = eager(model, mode, inputs)
+        assert (run_onnx(unet, mode, inputs) - expected).abs().max().item() < TOLERANCE
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["image", "video"])
 def test_shipped_model_onnx_matches_pytorch(shipped, mode):
     model, unet, _ = shipped
