@@ -157,7 +157,7 @@ def train(
         optimizer.step()
         schedule.step()
         if step % 50 == 0:
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     return losses
 
 
