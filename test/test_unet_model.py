@@ -202,3 +202,29 @@ def test_dual_attention_refuses_a_plain_processor():
     attention = next(m for m in _random_tiny().modules() if isinstance(m, DualCrossAttention))
     with pytest.raises(TypeError, match="DualCrossAttnProcessor"):
         attention.set_processor(AttnProcessor2_0())
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_latent_patches_are_the_plain_unet_on_space_to_depth_cells(temporal):
+    """patch_size 2: a finer latent grid at the cost of the coarse one."""
+    patched = _random_tiny(patch_size=2)
+    plain = ShowMeUNet(**{**unet_config("tiny"), "in_channels": 32, "out_channels": 16}).eval()
+    plain.load_state_dict(patched.state_dict())
+    sample, context = _inputs(frames=3)
+    with torch.no_grad():
+        out = patched(sample, 500, context, temporal=temporal)
+        cells = torch.nn.functional.pixel_unshuffle(sample.transpose(1, 2).flatten(0, 1), 2)
+        inner = plain(cells.unflatten(0, (1, 3)).transpose(1, 2), 500, context, temporal=temporal)
+        expected = torch.nn.functional.pixel_shuffle(inner.transpose(1, 2).flatten(0, 1), 2)
+        expected = expected.unflatten(0, (1, 3)).transpose(1, 2)
+    assert out.shape == (1, 4, 3, 8, 8)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+def test_latent_patches_need_a_grid_that_splits_into_them():
+    model = _random_tiny(patch_size=2)
+    _, context = _inputs(frames=1)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        model(torch.zeros(1, 8, 1, 10, 10), 500, context, temporal=False)
+    with pytest.raises(ValueError, match="patch_size"):
+        ShowMeUNet(**{**unet_config("tiny"), "patch_size": 0})

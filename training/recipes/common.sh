@@ -13,3 +13,25 @@ timed() {  # timed NAME COMMAND...: run, and append the step's wall time to $TIM
   "${@:2}"
   printf '%s\t%d s\n' "$1" $((SECONDS - start)) >> "$TIMES"
 }
+assemble_model_folder() {  # assemble_model_folder RUNS: $RUNS/model from base, stage 1, stage 2
+  local model=$1/model
+  rm -rf "$model"
+  cp -r "$1/base/final/model" "$model"
+  mkdir -p "$model/adapters"
+  cp -r "$1/stage1/final/adapters/manipulation" "$1/stage2/final/adapters/prediction" \
+    "$model/adapters/"
+  # Video mode runs the base model alone: on the val layouts it beat base + both adapters
+  # (metaworld64v-ablations.sh; docs/RESULTS.md). Both adapters stay in the folder.
+  $PY -c "from showme_model.adapters import write_mode_roles as w; w('$model', {'video': []})"
+}
+evaluate_model_folder() {  # evaluate_model_folder MODEL CLIPS OUT: both modes, CLIPS/{val,heldout}
+  local set name split mode
+  for set in val:val heldout:test; do
+    IFS=: read -r name split <<< "$set"
+    for mode in image video; do
+      timed "eval-$name-$mode" $RUN $PY -m training.evaluate --model "$1" \
+        --manifest "$2/$name/manifest.jsonl" --split "$split" --phrasings recorded \
+        --mode "$mode" --off-arm --workers 2 --out "$3/$mode-$name.json"
+    done
+  done
+}

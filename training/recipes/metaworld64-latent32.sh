@@ -69,19 +69,6 @@ fi
 
 # 6. Evaluation as in metaworld64v.sh: image and video mode, val and held-out layouts.
 if wants eval; then
-  model=$RUNS/model
-  rm -rf "$model"
-  cp -r "$RUNS/base/final/model" "$model"
-  mkdir -p "$model/adapters"
-  cp -r "$RUNS/stage1/final/adapters/manipulation" "$RUNS/stage2/final/adapters/prediction" \
-    "$model/adapters/"
-  $PY -c "from showme_model.adapters import write_mode_roles as w; w('$model', {'video': []})"
-  for set in val:val heldout:test; do
-    IFS=: read -r name split <<< "$set"
-    for mode in image video; do
-      timed "eval-$name-$mode" $RUN $PY -m training.evaluate --model "$model" \
-        --manifest "$SOURCE/$name/manifest.jsonl" --split "$split" --phrasings recorded \
-        --mode "$mode" --off-arm --workers 2 --out "$RUNS/eval/$mode-$name.json"
-    done
-  done
+  assemble_model_folder "$RUNS"
+  evaluate_model_folder "$RUNS/model" "$SOURCE" "$RUNS/eval"
 fi

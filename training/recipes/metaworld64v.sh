@@ -86,24 +86,9 @@ fi
 #    split (3000-3029, reported only). Skill clips give the goal, swap and off-arm figures (--off-arm: arm masks from the
 #    simulator); the no-op clips give the "do nothing" figures.
 if wants eval; then
-  model=$RUNS/model
-  rm -rf "$model"
-  cp -r "$RUNS/base/final/model" "$model"
-  cp "$RUNS/vae_decoder/diffusion_pytorch_model.safetensors" "$model/vae/"
-  mkdir -p "$model/adapters"
-  cp -r "$RUNS/stage1/final/adapters/manipulation" "$RUNS/stage2/final/adapters/prediction" \
-    "$model/adapters/"
-  # Video mode runs the base model alone: on the val layouts it beat base + both adapters
-  # (metaworld64v-ablations.sh; docs/RESULTS.md). Both adapters stay in the folder.
-  $PY -c "from showme_model.adapters import write_mode_roles as w; w('$model', {'video': []})"
-  for set in val:val heldout:test; do
-    IFS=: read -r name split <<< "$set"
-    for mode in image video; do
-      timed "eval-$name-$mode" $RUN $PY -m training.evaluate --model "$model" \
-        --manifest "$RUNS/$name/manifest.jsonl" --split "$split" --phrasings recorded \
-        --mode "$mode" --off-arm --workers 2 --out "$RUNS/eval/$mode-$name.json"
-    done
-  done
+  assemble_model_folder "$RUNS"
+  cp "$RUNS/vae_decoder/diffusion_pytorch_model.safetensors" "$RUNS/model/vae/"
+  evaluate_model_folder "$RUNS/model" "$RUNS" "$RUNS/eval"
 fi
 
 # 8. Export: the evaluated model folder becomes the shipped one (MODEL_CARD.md is kept; it is
