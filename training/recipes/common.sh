@@ -13,10 +13,11 @@ timed() {  # timed NAME COMMAND...: run, and append the step's wall time to $TIM
   "${@:2}"
   printf '%s\t%d s\n' "$1" $((SECONDS - start)) >> "$TIMES"
 }
-assemble_model_folder() {  # assemble_model_folder RUNS: $RUNS/model from base, stage 1, stage 2
+assemble_model_folder() {  # assemble_model_folder RUNS BASE: $RUNS/model from BASE, decoder pass, stage 1, stage 2
   local model=$1/model
   rm -rf "$model"
-  cp -r "$1/base/final/model" "$model"
+  cp -r "$2" "$model"
+  cp "$1/vae_decoder/diffusion_pytorch_model.safetensors" "$model/vae/"
   mkdir -p "$model/adapters"
   cp -r "$1/stage1/final/adapters/manipulation" "$1/stage2/final/adapters/prediction" \
     "$model/adapters/"

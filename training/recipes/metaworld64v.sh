@@ -86,8 +86,7 @@ fi
 #    split (3000-3029, reported only). Skill clips give the goal, swap and off-arm figures (--off-arm: arm masks from the
 #    simulator); the no-op clips give the "do nothing" figures.
 if wants eval; then
-  assemble_model_folder "$RUNS"
-  cp "$RUNS/vae_decoder/diffusion_pytorch_model.safetensors" "$RUNS/model/vae/"
+  assemble_model_folder "$RUNS" "$RUNS/base/final/model"
   evaluate_model_folder "$RUNS/model" "$RUNS" "$RUNS/eval"
 fi
 
