@@ -6,14 +6,15 @@ One call encodes the inputs, runs the denoising loop and decodes the frames:
   adapter acts; the source image's latent is the concat condition of the single frame.
 - ``mode="video"``: a rollout of ``num_frames`` frames. Temporal modules are on, the
   ``manipulation`` and ``prediction`` adapters act, and the concat condition is the source
-  image's latent at frame 0 with zeros elsewhere (as ShowMe's inference does).
+  image's latent at frame 0 with zeros elsewhere (as ShowMe's inference does), or at every
+  frame for a model trained that way (``concat_layout`` of its sampler settings).
 
 Those are the method's adapters per mode; a model folder may choose others in
 ``mode_adapters.json`` (:attr:`ShowMeModel.mode_roles`), which the pipeline follows. The roles of
 a mode that are not loaded are left out.
 
 Sampler settings (``num_inference_steps``, ``guidance_scale``, ``eta``, ``scheduler``,
-``num_frames``, ``frame_stride``) default to ``None``: the call then takes
+``num_frames``, ``frame_stride``, ``concat_layout``) default to ``None``: the call then takes
 :attr:`ShowMePipeline.sampler_config`, the settings stored in the model folder
 (:mod:`showme_model.sampler_config`). Every request is checked by
 :func:`~showme_model.sampler_config.validate_request`.
@@ -139,6 +140,20 @@ def _as_list(value: Any, kind: str) -> list:
     if not value:
         raise ValueError(f"no {kind} given")
     return list(value)
+
+
+def concat_condition(first: torch.Tensor, num_frames: int, layout: str) -> torch.Tensor:
+    """Video mode's concat condition ``(B, C, T, h, w)`` from the input latent ``(B, C, 1, h, w)``.
+
+    ``layout`` is a :data:`~showme_model.sampler_config.CONCAT_LAYOUTS` name: ``first_frame``
+    puts the latent at frame 0 and zeros elsewhere, ``repeated`` at every frame.
+    """
+    if layout == "repeated":
+        return first.expand(-1, -1, num_frames, -1, -1)
+    if layout != "first_frame":
+        raise ValueError(f"unknown concat layout {layout!r}")
+    rest = torch.zeros_like(first).expand(-1, -1, num_frames - 1, -1, -1)
+    return torch.cat([first, rest], dim=2)
 
 
 def pair_inputs(images: Any, instructions: str | Sequence[str]) -> tuple[list, list[str]]:
@@ -507,6 +522,7 @@ class ShowMePipeline:
         num_frames: int | None = None,
         frame_stride: int | None = None,
         scheduler: str | None = None,
+        concat_layout: str | None = None,
         seed: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -535,6 +551,9 @@ class ShowMePipeline:
             num_frames: Rollout length in video mode (ignored in image mode).
             frame_stride: Frame-stride condition in video mode.
             scheduler: A name from :data:`showme_model.schedulers.SCHEDULERS`.
+            concat_layout: Video mode's concat condition, one of
+                :data:`~showme_model.sampler_config.CONCAT_LAYOUTS`; the model was trained with
+                its stored one.
             seed: Base seed; item ``i`` uses ``seed + i``. Random (and reported) when neither
                 ``seed`` nor ``generator`` is given.
             generator: A generator shared by the batch, or one per item.
@@ -565,6 +584,7 @@ class ShowMePipeline:
             num_frames=num_frames if mode == "video" else 1,
             frame_stride=frame_stride,
             scheduler=scheduler,
+            concat_layout=concat_layout,
         )
         if restore_size and output_type != "uint8":
             raise ValueError("restore_size needs output_type='uint8'")
@@ -667,8 +687,7 @@ class ShowMePipeline:
             self._encoder_offload.offload()
         self._onload("vae")
         first = self.model.encode_latents(pixels.to(self.device, self.dtype)).unsqueeze(2)
-        concat = torch.zeros_like(first).repeat(1, 1, settings.num_frames, 1, 1)
-        concat[:, :, :1] = first
+        concat = concat_condition(first, settings.num_frames, settings.concat_layout)
         sync()
         encoded = time.perf_counter()
 

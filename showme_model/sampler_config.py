@@ -4,7 +4,7 @@ A model folder stores the settings it was tuned for in ``sampler_config.json`` a
 (as transformers stores ``generation_config.json``)::
 
     {"num_inference_steps": 10, "guidance_scale": 1.0, "eta": 1.0, "scheduler": "ddim",
-     "num_frames": 8, "frame_stride": null}
+     "num_frames": 8, "frame_stride": null, "concat_layout": "first_frame"}
 
 The pipeline, ``showme predict``, ``showme-eval`` and the ROS node leave every sampler argument
 at ``None`` by default and take these values; a folder without the file gets
@@ -30,6 +30,9 @@ MAX_NUM_INFERENCE_STEPS = 1000  # the training schedule's length: more steps rep
 MAX_GUIDANCE_SCALE = 100.0  # far above any useful scale; refuses float-max and typos like 1e6
 MAX_ETA = 1.0  # DDIM: above 1 the deterministic direction's variance turns negative (NaN)
 MAX_FRAME_STRIDE = 100
+CONCAT_LAYOUTS = ("first_frame", "repeated")
+"""Video mode's concat condition: the input's latent at frame 0 and zeros elsewhere (ShowMe's
+inference), or at every frame (DynamiCrafter's training and inference)."""
 
 
 class SamplerSettingsError(ValueError):
@@ -48,6 +51,8 @@ class SamplerConfig:
         scheduler: A name from :data:`showme_model.schedulers.SCHEDULERS`.
         num_frames: Default rollout length in video mode.
         frame_stride: Frame-stride condition in video mode; ``None`` takes the UNet's default.
+        concat_layout: Video mode's concat condition, one of :data:`CONCAT_LAYOUTS`. Like the
+            frame stride, a condition the model was trained with, not a free choice.
 
     """
 
@@ -57,8 +62,13 @@ class SamplerConfig:
     scheduler: str = "ddim"
     num_frames: int = 16
     frame_stride: int | None = None
+    concat_layout: str = "first_frame"
 
     def __post_init__(self) -> None:
+        if self.concat_layout not in CONCAT_LAYOUTS:
+            raise SamplerSettingsError(
+                f"unknown concat_layout {self.concat_layout!r}; choose one of {CONCAT_LAYOUTS}"
+            )
         validate_request(
             self.num_inference_steps,
             self.guidance_scale,

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from showme_model.model import ShowMeModel
+from showme_model.sampler_config import SamplerConfig
 from training.config import (
     CfgDropoutConfig,
     MotionRewardConfig,
@@ -18,10 +19,11 @@ torch.set_num_threads(1)
 FRAMES = 4
 
 
-def concat_inputs(mode, video_concat, batch_size=2):
+def concat_inputs(mode, video_concat, batch_size=2, concat_layout="first_frame"):
     """The concat channels the UNet receives for one batch, and the first frames' latents."""
     torch.manual_seed(0)
     model = ShowMeModel.from_config_name("tiny")
+    model.sampler_config = SamplerConfig(concat_layout=concat_layout)
     objective = DiffusionObjective(
         model,
         mode,
@@ -98,3 +100,14 @@ def test_metaworld64v_recipe_configs_train_a_video_base_model():
         assert stage.model.folder == f"{base.output_dir}/final/model"
         assert stage.data.manifest == base.data.manifest
     assert stages["stage2"].model.manipulation_adapter.startswith(stages["stage1"].output_dir)
+
+
+def test_stage2_follows_a_model_trained_with_the_repeated_layout():
+    concat, first = concat_inputs("stage2", 0.0, concat_layout="repeated")
+    for frame in range(FRAMES):
+        torch.testing.assert_close(concat[:, :, frame], first)
+
+
+def test_base_video_share_takes_the_model_layout():
+    concat, first = concat_inputs("base", 1.0, concat_layout="repeated")
+    torch.testing.assert_close(concat[:, :, -1], first)

@@ -110,6 +110,16 @@ def test_video_mode_conditions_frame_zero_only(pipeline, image):
     assert concat[:, :, 1:].abs().max() == 0
 
 
+def test_video_mode_repeats_the_input_for_a_model_trained_that_way(pipeline, image):
+    repeated = derived(pipeline, sampler_config=SamplerConfig(concat_layout="repeated"))
+    with UNetCalls(repeated.model) as unet:
+        repeated(image, "open drawer", mode="video", num_frames=3, num_inference_steps=1)
+    concat = unet.calls[0]["sample"][:, 4:]
+    for frame in (1, 2):
+        torch.testing.assert_close(concat[:, :, frame], concat[:, :, 0])
+    assert concat.abs().max() > 0
+
+
 def test_two_scale_guidance_runs_three_branches_in_one_forward(pipeline, image):
     with UNetCalls(pipeline.model) as unet:
         two = pipeline(image, "a", num_inference_steps=1, seed=0, image_guidance_scale=2.0)

@@ -72,7 +72,7 @@ def test_resolve_applies_only_given_settings_and_validates_them():
 
 
 def test_settings_file_round_trips_and_bad_files_are_refused(tmp_path):
-    stored = SamplerConfig(10, 1.0, 0.5, "euler", 8, 2)
+    stored = SamplerConfig(10, 1.0, 0.5, "euler", 8, 2, "repeated")
     path = stored.save_pretrained(tmp_path)
     assert path == tmp_path / SAMPLER_CONFIG_NAME
     assert SamplerConfig.from_pretrained(tmp_path) == stored
@@ -82,6 +82,9 @@ def test_settings_file_round_trips_and_bad_files_are_refused(tmp_path):
         SamplerConfig.from_pretrained(tmp_path)
     path.write_text(json.dumps({"guidance_scale": 1e9}))
     with pytest.raises(SamplerSettingsError, match=f"{SAMPLER_CONFIG_NAME}: guidance_scale"):
+        SamplerConfig.from_pretrained(tmp_path)
+    path.write_text(json.dumps({"concat_layout": "last_frame"}))
+    with pytest.raises(SamplerSettingsError, match="unknown concat_layout 'last_frame'"):
         SamplerConfig.from_pretrained(tmp_path)
     path.write_text("{")
     with pytest.raises(SamplerSettingsError, match="not valid JSON"):

@@ -5,10 +5,11 @@ generator, apply classifier-free-guidance dropout, predict the noise, and add th
 
 - ``base``: all frames noised; the first frame's latent repeated as the concat condition
   (DynamiCrafter), or for a share ``video_concat`` of the samples video mode's condition
-  (first-frame latent at index 0, zeros elsewhere); temporal modules on.
+  (the model's ``concat_layout``: by default first-frame latent at index 0, zeros elsewhere);
+  temporal modules on.
 - ``stage1``: the target frame noised, the source frame's latent as concat; temporal modules off;
   structure reward on the samples with ``t < threshold``: only their x0 estimates are decoded.
-- ``stage2``: the clip noised; first-frame latent at index 0 and zeros elsewhere as concat;
+- ``stage2``: the clip noised; video mode's concat condition (the model's ``concat_layout``);
   temporal modules on; motion reward on the samples with ``t > threshold`` (latent space only).
 
 Every loss is a mean over the batch of per-sample terms (a reward term counts as zero for a
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
+from showme_model.pipeline import concat_condition
 from training.config import CfgDropoutConfig, MotionRewardConfig, StructureRewardConfig
 from training.data_order import sample_generator
 from training.rewards.losses import StructureReward, motion_reward, predict_x0
@@ -47,8 +49,9 @@ class DiffusionObjective(nn.Module):
         motion: Stage-2 reward settings.
         structure_reward: The structure critic, used when ``mode == "stage1"``.
         video_concat: ``base`` only: the share of samples conditioned as video mode at
-            inference (first-frame latent at index 0, zeros elsewhere) rather than on the
-            repeated first-frame latent; drawn per sample from its own generator.
+            inference (the layout of the model's ``sampler_config.concat_layout``, by default
+            first-frame latent at index 0, zeros elsewhere) rather than on the repeated
+            first-frame latent; drawn per sample from its own generator.
         change_weight: The noise-prediction loss of a latent cell whose pixels change between
             the conditioning image and the frame (:func:`changed_cells`) weighs
             ``1 + change_weight``; 0 gives the plain mean.
@@ -81,6 +84,8 @@ class DiffusionObjective(nn.Module):
         self.motion = motion
         self.structure_reward = structure_reward
         self.video_concat = video_concat if mode == "base" else 0.0
+        settings = getattr(model, "sampler_config", None)
+        self.concat_layout = settings.concat_layout if settings is not None else "first_frame"
         self.structure_active = mode == "stage1" and structure.enabled
         self.motion_active = mode == "stage2" and motion.enabled
         if self.structure_active and structure_reward is None:
@@ -194,13 +199,11 @@ class DiffusionObjective(nn.Module):
         return torch.cat([torch.rand(1, generator=g) for g in generators]) < self.video_concat
 
     def _concat(self, cond_latent: torch.Tensor, frames: int, video: torch.Tensor) -> torch.Tensor:
-        """Video mode's condition (index 0, zeros elsewhere) where ``video``, else repeated."""
+        """Video mode's condition (the model's layout) where ``video``, else repeated."""
         cond = cond_latent.unsqueeze(2)
-        repeated = cond.expand(-1, -1, frames, -1, -1)
-        first_only = torch.cat(
-            [cond, torch.zeros_like(cond).expand(-1, -1, frames - 1, -1, -1)], dim=2
-        )
-        return torch.where(video.to(cond.device).view(-1, 1, 1, 1, 1), first_only, repeated)
+        repeated = concat_condition(cond, frames, "repeated")
+        video_mode = concat_condition(cond, frames, self.concat_layout)
+        return torch.where(video.to(cond.device).view(-1, 1, 1, 1, 1), video_mode, repeated)
 
     def _context(
         self,
