@@ -17,7 +17,7 @@ DATA=$SOURCE/data
 RUNS=runs/latent32
 mkdir -p "$RUNS"
 TIMES=$RUNS/times.tsv
-BASE=$RUNS/base-long/final/model  # the base model of step 3's last run
+BASE=$RUNS/base-repeated/final/model  # the base model of step 3's last run
 # The stage configs of metaworld64v.sh, pointed at this recipe's folders.
 stage_paths() {  # stage_paths STAGE: --set options for runs/latent32
   echo "--set output_dir=$RUNS/$1 --set model.folder=$BASE"
@@ -46,10 +46,14 @@ if wants init && [ ! -f "$RUNS/init/model_index.json" ]; then
 fi
 
 # 3. Base image-to-video model: metaworld64v-base.yaml's run on this folder (3,000 steps), then
-#    two more runs of it, each from the previous one's model with a fresh warm-up and cosine
-#    schedule (1,500 and 3,000 steps): 7,500 steps in all. The f2 latents hold more detail per
-#    cell than the shipped f4 ones, and the model on them needs the longer run to pass the
-#    shipped model off the arm (docs/RESULTS.md, "A finer latent grid").
+#    three more runs of it, each from the previous one's model with a fresh warm-up and cosine
+#    schedule (1,500, 3,000 and 1,500 steps): 9,000 steps in all. The f2 latents hold more
+#    detail per cell than the shipped f4 ones, and the model on them needs the longer run to
+#    pass the shipped model off the arm (docs/RESULTS.md, "A finer latent grid"). The last run
+#    switches video mode's concat condition to the repeated first-frame latent
+#    (DynamiCrafter's), in training and in the exported folder (concat_layout): on the val
+#    layouts it beat the same 1,500 steps with the first-frame-only layout ("The concat
+#    layout").
 base_run() {  # base_run NAME FROM [--set max_steps=N]: one base run from the model folder FROM
   if [ ! -f "$RUNS/$1/final/model/model_index.json" ]; then
     timed "$1" $RUN $TRAIN base --config training/configs/metaworld64v-base.yaml --resume \
@@ -60,6 +64,8 @@ if wants base; then
   base_run base "$RUNS/init"
   base_run base-more "$RUNS/base/final/model" --set max_steps=1500
   base_run base-long "$RUNS/base-more/final/model"
+  base_run base-repeated "$RUNS/base-long/final/model" --set max_steps=1500 \
+    --set video_concat=0.0 --set sampler.concat_layout=repeated
 fi
 
 # 3b. Decoder pass of the f2 autoencoder (metaworld64v.sh's step 3b: encoder and latents fixed).
