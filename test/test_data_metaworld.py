@@ -6,6 +6,7 @@ import pytest
 
 from training.data.cli import build_parser, seed_list
 from training.data.dataset import ClipDataset
+from training.data.manifest import ClipRecord
 from training.data.metaworld_gen import (
     NOOP_TASK,
     generate,
@@ -51,9 +52,31 @@ def test_phrasings_for_evaluation_are_separate():
     for task in tasks:
         train, held_out = set(phrasings[task]["train"]), set(phrasings[task]["eval"])
         assert len(train) >= 3 and len(held_out) >= 2 and not train & held_out
+        assert len(phrasings[task]["val"]) >= 2
     every_phrasing = [p for task in tasks for pool in phrasings[task].values() for p in pool]
     assert len(every_phrasing) == len(set(every_phrasing))  # no phrasing names two tasks
     assert {split_for_seed(s) for s in range(200)} == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize("pool", ["train", "val", "eval"])
+def test_evaluation_rephrases_a_clip_from_the_named_pool_the_same_way_every_run(pool):
+    from training.evaluate import rephrase
+
+    phrasings = load_tasks()[1]["door-unlock-v3"]
+    clips = [
+        ClipRecord(
+            id=f"door-lock-{i:06d}_unlock",
+            path="c.npz",
+            instruction="unlock the door",
+            split="val",
+            meta={"task": "door-unlock-v3"},
+        )
+        for i in range(20)
+    ]
+    chosen = [rephrase(clip, pool) for clip in clips]
+    assert set(chosen) <= set(phrasings[pool]) and len(set(chosen)) > 1
+    assert chosen == [rephrase(clip, pool) for clip in clips]
+    assert rephrase(clips[0], "recorded") == "unlock the door"
 
 
 def test_layout_jobs_cover_every_scene_of_each_seed_in_the_given_split():

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from showme_model.pipeline import ShowMePipeline
 
 SCENE_KEY = "scene_id"
-PHRASINGS = ("recorded", "train", "eval")
+PHRASINGS = ("recorded", "train", "val", "eval")
 BREAKDOWNS = ("task", "layout_seed", "pair")
 
 Predictor = Callable[[list[np.ndarray], list[str], list[int]], list[np.ndarray]]
@@ -133,9 +133,10 @@ def rephrase(record: ClipRecord, phrasings: str) -> str:
     Args:
         record: The clip; ``recorded`` keeps its instruction (the Meta-World generator already
             uses evaluation-only phrasings for val/test clips).
-        phrasings: ``recorded``, or ``train`` / ``eval`` to pick one phrasing of the clip's
-            ``meta["task"]`` from that set of the Meta-World task table (the same one for the
-            same clip every run).
+        phrasings: ``recorded``, or ``train`` / ``val`` / ``eval`` to pick one phrasing of
+            the clip's ``meta["task"]`` from that set of the Meta-World task table (the same
+            one for the same clip every run). ``val`` phrasings are in no clip: they are for
+            choosing settings, so that the evaluation-only ones stay unseen until reported.
 
     """
     if phrasings == "recorded":
@@ -738,7 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--phrasings",
         default="recorded",
         choices=PHRASINGS,
-        help="instructions: as recorded, or rephrased from the train/eval-only phrasing set",
+        help="instructions: as recorded, or rephrased from the Meta-World task table's train, "
+        "val (for choosing settings) or eval-only (for reporting) phrasing set",
     )
     stored = " (default: the model's sampler_config.json)"
     parser.add_argument("--num-frames", type=int, help="rollout length (video)" + stored)
