@@ -47,6 +47,12 @@ def _metaworld(args: argparse.Namespace) -> list[str]:
     return [*summary.lines(), f"manifest: {out / 'manifest.jsonl'}"]
 
 
+def _rephrase(args: argparse.Namespace) -> list[str]:
+    from training.data.rephrase import rephrase_manifest
+
+    return rephrase_manifest(Path(args.manifest), Path(args.out))
+
+
 def _ssv2(args: argparse.Namespace) -> list[str]:
     from training.data.ssv2 import convert_ssv2
 
@@ -134,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the first frame repeated); default 0",
     )
     mw.set_defaults(run=_metaworld)
+
+    rp = sub.add_parser(
+        "rephrase",
+        help="refresh Meta-World clips' phrasing pools from the task table (clips unchanged)",
+    )
+    rp.add_argument("--manifest", required=True, help="Meta-World manifest (.jsonl)")
+    rp.add_argument("--out", required=True, help="new manifest, in the same folder")
+    rp.set_defaults(run=_rephrase)
 
     ss = sub.add_parser("ssv2", help="Something-Something v2 labels + videos -> manifest")
     ss.add_argument("--labels", type=Path, required=True, help="folder with train.json etc.")
