@@ -4,7 +4,8 @@ import pytest
 
 from training.data.cli import main
 from training.data.manifest import ClipRecord, read_manifest, write_manifest
-from training.data.rephrase import rephrase_manifest
+from training.data.metaworld_gen import load_tasks
+from training.data.rephrase import load_extra_phrasings, rephrase_manifest
 
 TABLE = {
     "_doc": "test table",
@@ -63,10 +64,43 @@ def test_the_new_manifest_must_sit_beside_the_clips(tmp_path):
         rephrase_manifest(manifest, tmp_path / "elsewhere" / "new.jsonl")
 
 
-def test_cli_refreshes_with_the_packaged_table(tmp_path, capsys):
+def test_extra_phrasings_join_training_pools_only(tmp_path):
+    table = tmp_path / "tasks.json"
+    table.write_text(json.dumps(TABLE))
+    manifest = tmp_path / "manifest.jsonl"
+    write_manifest(
+        manifest,
+        [_record("a", "open the drawer", "train"), _record("b", "get the drawer open", "eval")],
+    )
+    extra = {"drawer-open-v3": ["yank the drawer open"]}
+    rephrase_manifest(manifest, tmp_path / "new.jsonl", table, extra)
+    a, b = read_manifest(tmp_path / "new.jsonl")
+    assert a.alternatives == ["pull the drawer open", "tug the drawer open", "yank the drawer open"]
+    assert b.alternatives == ["pull out the drawer"]
+    with pytest.raises(ValueError, match="already in the table"):
+        rephrase_manifest(
+            manifest, tmp_path / "new.jsonl", table, {"drawer-open-v3": ["get the drawer open"]}
+        )
+
+
+def test_packaged_extra_phrasings_are_new_and_cover_every_task():
+    phrasings = load_tasks()[1]
+    extra = load_extra_phrasings()
+    assert set(extra) == set(phrasings)
+    known = [p for task in phrasings.values() for pool in task.values() for p in pool]
+    added = [p for pool in extra.values() for p in pool]
+    assert len(set(added)) == len(added) and not set(added) & set(known)
+
+
+def test_cli_refreshes_with_the_packaged_files(tmp_path, capsys):
     manifest = tmp_path / "manifest.jsonl"
     write_manifest(manifest, [_record("a", "open the drawer", "train")])
-    main(["rephrase", "--manifest", str(manifest), "--out", str(tmp_path / "new.jsonl")])
-    (record,) = read_manifest(tmp_path / "new.jsonl")
-    assert len(record.alternatives) >= 15 and "open the drawer" not in record.alternatives
+    out = tmp_path / "new.jsonl"
+    main(["rephrase", "--manifest", str(manifest), "--out", str(out)])
+    (plain,) = read_manifest(out)
+    main(["rephrase", "--manifest", str(manifest), "--out", str(out), "--extra-phrasings"])
+    (extended,) = read_manifest(out)
+    pool = load_tasks()[1]["drawer-open-v3"]["train"]
+    assert plain.alternatives == [p for p in pool if p != "open the drawer"]
+    assert extended.alternatives == plain.alternatives + load_extra_phrasings()["drawer-open-v3"]
     assert "refreshed 1" in capsys.readouterr().out

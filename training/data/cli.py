@@ -48,9 +48,10 @@ def _metaworld(args: argparse.Namespace) -> list[str]:
 
 
 def _rephrase(args: argparse.Namespace) -> list[str]:
-    from training.data.rephrase import rephrase_manifest
+    from training.data.rephrase import load_extra_phrasings, rephrase_manifest
 
-    return rephrase_manifest(Path(args.manifest), Path(args.out))
+    extra = load_extra_phrasings() if args.extra_phrasings else None
+    return rephrase_manifest(Path(args.manifest), Path(args.out), extra=extra)
 
 
 def _ssv2(args: argparse.Namespace) -> list[str]:
@@ -147,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--manifest", required=True, help="Meta-World manifest (.jsonl)")
     rp.add_argument("--out", required=True, help="new manifest, in the same folder")
+    rp.add_argument(
+        "--extra-phrasings",
+        action="store_true",
+        help="add the training phrasings of metaworld_extra_phrasings.json to train clips' pools",
+    )
     rp.set_defaults(run=_rephrase)
 
     ss = sub.add_parser("ssv2", help="Something-Something v2 labels + videos -> manifest")

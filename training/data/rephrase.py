@@ -1,19 +1,28 @@
 """Refresh the phrasings of Meta-World clips from the task table, keeping the clips.
 
 A manifest stores each clip's phrasing pool (``instruction`` plus ``alternatives``) as it was
-when the clips were generated. After phrasings are added to ``metaworld_tasks.json``, this
-rewrites the pools from the table so that training draws from the new phrasings too, without
-re-simulating the clips. Each clip keeps its recorded instruction and its phrasing set.
+when the clips were generated. This rewrites the pools from the task table, optionally with
+extra training phrasings (``metaworld_extra_phrasings.json``), so that training draws from
+them without re-simulating the clips. Each clip keeps its recorded instruction and its
+phrasing set; only train-set pools take the extra phrasings.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 from training.data.manifest import ClipRecord, format_counts, iter_manifest, write_manifest
 from training.data.metaworld_gen import load_tasks
+
+EXTRA_PHRASINGS_FILE = Path(__file__).with_name("metaworld_extra_phrasings.json")
+
+
+def load_extra_phrasings(path: Path = EXTRA_PHRASINGS_FILE) -> dict[str, list[str]]:
+    """Return ``task -> extra training phrasings`` from a file shaped like the packaged one."""
+    return json.loads(path.read_text())["train"]
 
 
 def rephrase_record(
@@ -35,14 +44,27 @@ def rephrase_record(
     return replace(record, alternatives=alternatives), "refreshed"
 
 
-def rephrase_manifest(manifest: Path, out: Path, tasks_file: Path | None = None) -> list[str]:
+def rephrase_manifest(
+    manifest: Path,
+    out: Path,
+    tasks_file: Path | None = None,
+    extra: dict[str, list[str]] | None = None,
+) -> list[str]:
     """Write ``out``: ``manifest`` with Meta-World pools from the task table; summary lines.
 
-    ``out`` must lie in the manifest's folder, since clip paths are relative to it.
+    ``extra`` phrasings join the training pools after the table's. ``out`` must lie in the
+    manifest's folder, since clip paths are relative to it.
     """
     if out.resolve().parent != manifest.resolve().parent:
         raise ValueError(f"{out} must be in {manifest.parent} (clip paths are relative to it)")
     _, phrasings = load_tasks() if tasks_file is None else load_tasks(tasks_file)
+    for task, added in (extra or {}).items():
+        known = {p for pool in phrasings[task].values() for p in pool}
+        if known & set(added):
+            raise ValueError(
+                f"extra phrasings of {task} already in the table: {known & set(added)}"
+            )
+        phrasings[task] = {**phrasings[task], "train": [*phrasings[task]["train"], *added]}
     outcomes: Counter[str] = Counter()
     records = []
     for record in iter_manifest(manifest):
