@@ -222,6 +222,10 @@ class ShowMePipeline:
             model takes about 0.6x the time), at the memory of a copy of the adapted weights.
             The copy is made per mode, device and dtype: make a new pipeline after changing
             the model's weights. Not used with model CPU offload.
+        compile_unet: Denoise with ``torch.compile`` of the UNet (with ``merge_adapters``, of
+            each mode's merged copy, then kept for every mode). A mode's first call, and its
+            first call at a new batch size or rollout length, compiles: seconds on a GPU,
+            a minute or more on a CPU. Not used with model CPU offload.
 
     Attributes:
         sampler_config: The settings every sampler argument left at ``None`` takes.
@@ -237,10 +241,13 @@ class ShowMePipeline:
         sampler_config: SamplerConfig | None = None,
         image_cache_size: int = DEFAULT_IMAGE_CACHE_SIZE,
         merge_adapters: bool = False,
+        compile_unet: bool = False,
     ) -> None:
         self.model = model.eval()
         self.merge_adapters = merge_adapters
-        self._merged: tuple[tuple, torch.nn.Module] | None = None
+        self.compile_unet = compile_unet
+        self._merged: dict[tuple, torch.nn.Module] = {}
+        self._compiled: dict[tuple, torch.nn.Module] = {}
         self.sampler_config = sampler_config or model.sampler_config or REFERENCE_SAMPLER_CONFIG
         self._text_cache = _Cache(TEXT_CACHE_SIZE)
         self._image_cache = _Cache(image_cache_size)
@@ -263,6 +270,7 @@ class ShowMePipeline:
         image_cache_size: int = DEFAULT_IMAGE_CACHE_SIZE,
         variant: str | None = None,
         merge_adapters: bool = False,
+        compile_unet: bool = False,
     ) -> ShowMePipeline:
         """Load a model folder, its adapters and its sampler settings.
 
@@ -275,6 +283,7 @@ class ShowMePipeline:
             image_cache_size: Image embeddings kept between calls (0 disables the cache).
             variant: Load the ``<weights>.<variant>.safetensors`` files (e.g. ``"fp16"``).
             merge_adapters: Denoise with the mode's adapters folded into a UNet copy.
+            compile_unet: Denoise with ``torch.compile`` of the UNet (or of its merged copies).
 
         """
         folder = Path(model_folder)
@@ -297,7 +306,12 @@ class ShowMePipeline:
                 raise adapter_lib.AdapterError(f"{folder} has no {role!r} adapter ({path})")
             adapter_lib.load_adapter(model, path, role)
         dtype = dtype or VARIANT_DTYPES.get(variant or "")
-        pipeline = cls(model, image_cache_size=image_cache_size, merge_adapters=merge_adapters)
+        pipeline = cls(
+            model,
+            image_cache_size=image_cache_size,
+            merge_adapters=merge_adapters,
+            compile_unet=compile_unet,
+        )
         return pipeline.to(device or "cpu", dtype)
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -449,22 +463,32 @@ class ShowMePipeline:
             self._roles_active = tuple(roles)
 
     def _denoiser(self) -> torch.nn.Module:
-        """Return the UNet the denoising loop calls: with :attr:`merge_adapters`, a merged copy.
+        """Return the UNet the denoising loop calls (merged, compiled, as the options say).
 
-        The copy is made for the active roles, device and dtype, and remade when they change.
+        With :attr:`merge_adapters`, a merged copy is made for the active roles, device and
+        dtype. Without compilation only the latest copy is kept (memory); compiled copies are
+        kept per key, so that switching modes does not compile again.
         """
-        if (
-            not self.merge_adapters
-            or self._offload_hooks
-            or self._roles_active is None
-            or not adapter_lib.has_adapters(self.model.unet)
-        ):
+        if self._offload_hooks:
             return self.model.unet
-        key = (self._roles_active, self.device, self.dtype)
-        if self._merged is None or self._merged[0] != key:
-            self._merged = None  # free the previous copy first
-            self._merged = (key, merged_unet(self.model.unet, self._roles_active))
-        return self._merged[1]
+        key: tuple = ("unet",)
+        unet = self.model.unet
+        if (
+            self.merge_adapters
+            and self._roles_active is not None
+            and adapter_lib.has_adapters(self.model.unet)
+        ):
+            key = (self._roles_active, self.device, self.dtype)
+            if key not in self._merged:
+                if not self.compile_unet:
+                    self._merged.clear()  # free the previous copy first
+                self._merged[key] = merged_unet(self.model.unet, self._roles_active)
+            unet = self._merged[key]
+        if not self.compile_unet:
+            return unet
+        if key not in self._compiled:
+            self._compiled[key] = torch.compile(unet)
+        return self._compiled[key]
 
     def _resolve(
         self, image_guidance_scale: float | None = None, **overrides: Any

@@ -120,13 +120,15 @@ class Engine:
         device: str,
         dtype: str,
         onnx_path: str = "",
+        compile_unet: bool = False,
     ) -> Engine:
         """Load the model folder ``path`` with ``adapters`` onto ``device`` in ``dtype``.
 
         With ``onnx_path`` (a ``showme-export onnx`` folder of this model), the UNet runs those
         graphs in onnxruntime on the CPU, in float32 (``device`` "auto" then means the CPU);
         calls no graph takes (a rollout of another length than the video graph's) run on the
-        PyTorch UNet, kept loaded for them.
+        PyTorch UNet, kept loaded for them. With ``compile_unet`` the PyTorch UNet runs through
+        ``torch.compile`` (compiled at :meth:`warm_up`).
 
         Raises:
             ModelLoadError: With a message naming the folder and what is wrong.
@@ -136,6 +138,12 @@ class Engine:
             raise ModelLoadError(f"model folder not found: {path} (parameter model.path)")
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{path} is not a model folder: it has no model_index.json")
+        if onnx_path and compile_unet:
+            raise ModelLoadError(
+                "model.compile and model.onnx_path are both set: the UNet runs either in "
+                "onnxruntime or compiled in PyTorch; set model.compile to false or "
+                "model.onnx_path to ''"
+            )
         if onnx_path:
             return cls._load_onnx(path, adapters, device, dtype, Path(onnx_path).expanduser())
         import torch
@@ -155,11 +163,16 @@ class Engine:
                 # On the CPU, LoRA layers folded into a UNet copy make calls 1.6-1.7x faster; on
                 # a GPU the copy's memory matters more than the layers' time.
                 merge_adapters=device == "cpu",
+                compile_unet=compile_unet,
             )
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             raise ModelLoadError(f"cannot load the model from {path}: {error}") from error
         return cls(
-            pipeline, _model_id(path, adapters), device, str(torch_dtype).removeprefix("torch.")
+            pipeline,
+            _model_id(path, adapters),
+            device,
+            str(torch_dtype).removeprefix("torch."),
+            "PyTorch, torch.compile" if compile_unet else "PyTorch",
         )
 
     @classmethod

@@ -192,6 +192,7 @@ class PredictorNode(LifecycleNode):
                 self.settings.device,
                 self.settings.dtype,
                 self.settings.onnx_path,
+                self.settings.compile_unet,
             )
             served = engine.resolve(self.settings)
             if warning := engine.fallback_warning(served):

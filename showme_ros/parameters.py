@@ -66,6 +66,14 @@ SPECS: tuple[Spec, ...] = (
         read_only=True,
     ),
     Spec(
+        "model.compile",
+        False,
+        "true: the UNet runs through torch.compile. Activation's warm-up compiles both modes "
+        "(seconds to minutes: about 3 minutes for the shipped model on one CPU thread); a "
+        "request at a new batch size or rollout length compiles again. Not with model.onnx_path.",
+        read_only=True,
+    ),
+    Spec(
         "device",
         "auto",
         "Torch device: auto (cuda when available), cpu, cuda or cuda:N.",
@@ -250,6 +258,7 @@ class Settings:
     model_path: str
     adapters: tuple[str, ...]
     onnx_path: str
+    compile_unet: bool
     device: str
     dtype: str
     wait_for_lifecycle_manager: bool
@@ -337,6 +346,7 @@ def read(node: Node) -> Settings:
         model_path=value("model.path"),
         adapters=tuple(role.strip() for role in value("model.adapters").split(",") if role.strip()),
         onnx_path=value("model.onnx_path"),
+        compile_unet=value("model.compile"),
         device=value("device"),
         dtype=value("dtype"),
         wait_for_lifecycle_manager=value("wait_for_lifecycle_manager"),

@@ -109,6 +109,15 @@ def test_onnx_serving_needs_the_cpu_in_float32(folders, device, dtype, words):
         Engine.load(model_folder, (), device, dtype, str(onnx_folder))
 
 
+def test_compiling_is_a_pytorch_option_refused_with_graphs(folders):
+    model_folder, onnx_folder = folders
+    with pytest.raises(ModelLoadError, match=r"model\.compile and model\.onnx_path"):
+        Engine.load(model_folder, (), "cpu", "float32", str(onnx_folder), compile_unet=True)
+    engine = Engine.load(model_folder, (), "cpu", "float32", compile_unet=True)
+    assert engine.pipeline.compile_unet and engine.runtime == "PyTorch, torch.compile"
+    assert not Engine.load(model_folder, (), "cpu", "float32").pipeline.compile_unet
+
+
 def test_a_folder_without_graphs_is_named_in_the_error(folders, tmp_path):
     model_folder, _ = folders
     with pytest.raises(ModelLoadError, match="not an ONNX export folder"):

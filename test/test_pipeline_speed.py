@@ -1,4 +1,5 @@
-"""Speed options of ShowMePipeline give the frames of the reference path: merged adapters."""
+"""Speed options of ShowMePipeline give the frames of the reference path: merged adapters,
+compiled UNet."""
 
 import numpy as np
 import pytest
@@ -46,4 +47,20 @@ def test_merged_adapters_give_the_reference_frames_without_running_lora_layers(i
     assert all(torch.equal(after[key], value) for key, value in before.items())
     assert not any(
         layer.merged for layer in merged.model.unet.modules() if isinstance(layer, LoraLayer)
+    )
+
+
+@pytest.mark.slow
+def test_compiled_unet_gives_the_reference_frames_and_compiles_once_per_mode(image):
+    reference = ShowMePipeline(tiny_model())
+    compiled = ShowMePipeline(tiny_model(), merge_adapters=True, compile_unet=True)
+    kwargs = {"num_frames": 3, "num_inference_steps": 2, "seed": 4, "output_type": "float"}
+    for mode in ("image", "video", "image"):
+        expected = reference(image, "push", mode, **kwargs).frames
+        result = compiled(image, "push", mode, **kwargs).frames
+        assert np.abs(result - expected).max() < 1e-4, mode
+    # One compiled merged copy per mode, kept across the switch back to image mode.
+    assert len(compiled._compiled) == 2 and len(compiled._merged) == 2
+    assert all(
+        isinstance(m, torch._dynamo.eval_frame.OptimizedModule) for m in compiled._compiled.values()
     )
