@@ -66,9 +66,7 @@ def main() -> None:
     unet = ShowMeUNet(**unet_config("dynamicrafter-256"))
     config = scheduler_config("dynamicrafter-256")
     model = ShowMeModel(unet, sd_vae(), None, None, ImageProjector(), config)
-    pipeline = ShowMePipeline(model).to("cuda", torch.bfloat16)
-    if args.compile:
-        pipeline.model.unet = torch.compile(pipeline.model.unet)
+    pipeline = ShowMePipeline(model, compile_unet=args.compile).to("cuda", torch.bfloat16)
     flops = dynamicrafter_flops()
     print(f"{torch.cuda.get_device_name()}, bf16, compile={args.compile}")
     print("| output | seconds | floor (s) | fraction of peak | peak memory (GiB) |")

@@ -69,7 +69,8 @@ SPECS: tuple[Spec, ...] = (
         "model.compile",
         False,
         "true: the UNet runs through torch.compile. Activation's warm-up compiles both modes "
-        "(seconds to minutes: about 3 minutes for the shipped model on one CPU thread); a "
+        "(about 2 minutes for the shipped model on one CPU thread, seconds once torch's "
+        "on-disk compile cache holds it); a "
         "request at a new batch size or rollout length compiles again. Not with model.onnx_path.",
         read_only=True,
     ),
