@@ -13,13 +13,13 @@ timed() {  # timed NAME COMMAND...: run, and append the step's wall time to $TIM
   "${@:2}"
   printf '%s\t%d s\n' "$1" $((SECONDS - start)) >> "$TIMES"
 }
-assemble_model_folder() {  # assemble_model_folder RUNS BASE: $RUNS/model from BASE, decoder pass, stage 1, stage 2
-  local model=$1/model
+assemble_model_folder() {  # assemble_model_folder RUNS BASE [SUFFIX]: RUNS/modelSUFFIX from BASE, the decoder pass, RUNS/stage1SUFFIX and RUNS/stage2SUFFIX
+  local model=$1/model${3:-}
   rm -rf "$model"
   cp -r "$2" "$model"
   cp "$1/vae_decoder/diffusion_pytorch_model.safetensors" "$model/vae/"
   mkdir -p "$model/adapters"
-  cp -r "$1/stage1/final/adapters/manipulation" "$1/stage2/final/adapters/prediction" \
+  cp -r "$1/stage1${3:-}/final/adapters/manipulation" "$1/stage2${3:-}/final/adapters/prediction" \
     "$model/adapters/"
   # Video mode runs the base model alone: on the val layouts it beat base + both adapters
   # (metaworld64v-ablations.sh; docs/RESULTS.md). Both adapters stay in the folder.
