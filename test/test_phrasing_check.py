@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from training.phrasing_check import check_phrasings, format_checks
+from training.phrasing_check import add_own_phrasings, check_phrasings, format_checks
 
 WORDS = ["open", "close", "drawer", "unlock", "lock", "position"]
 PHRASINGS = {
@@ -39,3 +40,23 @@ def test_the_opposite_tasks_nearest_phrasing_is_reported():
     lines = format_checks([check])
     assert "| words | eval | 1 | 1 |" in lines
     assert any("lock position" in line and "lock drawer position" in line for line in lines)
+
+
+def test_own_phrasings_join_their_task_as_a_set_of_their_own():
+    merged = add_own_phrasings(PHRASINGS, ["open=pull it out", "open=lock position"])
+    assert merged["open"]["own"] == ["pull it out", "lock position"]
+    assert "own" not in PHRASINGS["open"]  # the table itself is left alone
+    checks = check_phrasings(bag_of_words, merged, [("open", "close")], sets=["own"])
+    assert [c.phrasing for c in checks if c.nearer_opposite] == ["lock position"]
+    for bad, words in (("open", "TASK=TEXT"), ("shut=close it", "unknown task")):
+        with pytest.raises(ValueError, match=words):
+            add_own_phrasings(PHRASINGS, [bad])
+
+
+def test_the_report_says_when_nothing_is_flagged_and_can_list_every_phrasing():
+    checks = check_phrasings(bag_of_words, PHRASINGS, [("open", "close")])
+    assert (
+        format_checks(checks)[-1] == "No phrasing is nearer the opposite task's training phrasings."
+    )
+    listed = format_checks(checks, every=True)
+    assert sum("| +0." in line for line in listed) == len(checks)

@@ -1,13 +1,14 @@
 """Which unseen phrasings a model's text encoder puts nearer the opposite task's training phrasings.
 
-``python -m training.phrasing_check --model M [--sets eval val]`` encodes every phrasing of the
-Meta-World task table with the model's frozen text encoder and, for each phrasing of the named
-sets of a task with an opposite task, finds its nearest training phrasing of the pair (cosine
-similarity). A phrasing whose nearest neighbour belongs to the opposite task is one the model
-has to tell apart against its text features' similarity, where it learned from a handful of
-training phrasings: the phrasings that a model most often reverses. Two features are compared:
-the context tokens the UNet attends to (flattened) and, for a sentence encoder, its pooled
-sentence embedding.
+``python -m training.phrasing_check --model M [--sets eval val] [--phrasing TASK=TEXT ...]``
+encodes the phrasings of the Meta-World task table (and your own, given per task with
+``--phrasing``, checked as the set ``own``) with the model's frozen text encoder and, for each
+phrasing of the named sets of a task with an opposite task, finds its nearest training phrasing
+of the pair (cosine similarity). A phrasing whose nearest neighbour belongs to the opposite task
+is one the model has to tell apart against its text features' similarity, where it learned from
+a handful of training phrasings: the phrasings that a model most often reverses. Two features
+are compared: the context tokens the UNet attends to (flattened) and, for a sentence encoder,
+its pooled sentence embedding.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def check_phrasings(
     return checks
 
 
-def format_checks(checks: Sequence[PhrasingCheck]) -> list[str]:
-    """Markdown: a count per feature and set, then the phrasings nearer the opposite task."""
+def format_checks(checks: Sequence[PhrasingCheck], every: bool = False) -> list[str]:
+    """Markdown: counts per feature and set, then the flagged phrasings (``every``: all)."""
     lines = [
         "| feature | set | phrasings | nearer the opposite task |",
         "| --- | --- | ---: | ---: |",
@@ -108,29 +109,58 @@ def format_checks(checks: Sequence[PhrasingCheck]) -> list[str]:
         "| task | set | phrasing | feature | nearest training phrasing | margin |",
         "| --- | --- | --- | --- | --- | ---: |",
     ]
-    for c in checks:
-        if c.nearer_opposite:
-            lines.append(
-                f"| {c.task} | {c.phrasing_set} | {c.phrasing} | {c.feature} | {c.nearest} "
-                f"| {c.margin:+.3f} |"
-            )
+    shown = [c for c in checks if every or c.nearer_opposite]
+    if not shown:
+        return [*lines[:-3], "", "No phrasing is nearer the opposite task's training phrasings."]
+    for c in shown:
+        lines.append(
+            f"| {c.task} | {c.phrasing_set} | {c.phrasing} | {c.feature} | {c.nearest} "
+            f"| {c.margin:+.3f} |"
+        )
     return lines
+
+
+def add_own_phrasings(
+    phrasings: dict[str, dict[str, list[str]]], own: Sequence[str]
+) -> dict[str, dict[str, list[str]]]:
+    """Return ``phrasings`` with ``TASK=TEXT`` items added to their task's set ``own``."""
+    merged = {task: dict(sets) for task, sets in phrasings.items()}
+    for item in own:
+        task, equals, text = item.partition("=")
+        if not equals or not text.strip():
+            raise ValueError(f"--phrasing wants TASK=TEXT, got {item!r}")
+        if task not in merged:
+            raise ValueError(f"unknown task {task!r}; tasks: {', '.join(sorted(merged))}")
+        merged[task]["own"] = [*merged[task].get("own", []), text.strip()]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: check the task table's unseen phrasings against a model's text encoder."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="model folder")
-    parser.add_argument("--sets", nargs="+", default=["eval", "val"], help="phrasing sets")
+    parser.add_argument("--sets", nargs="+", default=None, help="sets (default: eval val)")
+    parser.add_argument(
+        "--phrasing",
+        action="append",
+        default=[],
+        metavar="TASK=TEXT",
+        help="a phrasing of your own for a task, e.g. door-unlock-v3='open the lock' (repeatable)",
+    )
     args = parser.parse_args(argv)
+    try:
+        scenes, phrasings = load_tasks()
+        phrasings = add_own_phrasings(phrasings, args.phrasing)
+    except ValueError as error:
+        parser.error(str(error))
+    sets = args.sets or (["own"] if args.phrasing else ["eval", "val"])
     from showme_model.model import ShowMeModel
 
     torch.set_num_threads(1)
     model = ShowMeModel.from_pretrained(args.model)
-    scenes, phrasings = load_tasks()
     pairs = [tuple(s.tasks) for s in scenes if len(s.tasks) == 2]
-    checks = check_phrasings(text_features(model.text_encoder), phrasings, pairs, args.sets)
-    print("\n".join(format_checks(checks)))
+    checks = check_phrasings(text_features(model.text_encoder), phrasings, pairs, sets)
+    print("\n".join(format_checks(checks, every=bool(args.phrasing))))
 
 
 if __name__ == "__main__":
