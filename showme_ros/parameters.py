@@ -70,8 +70,8 @@ SPECS: tuple[Spec, ...] = (
         False,
         "true: the UNet runs through torch.compile. Activation's warm-up compiles both modes "
         "(about 2 minutes for the shipped model on one CPU thread, seconds once torch's "
-        "on-disk compile cache holds it); a "
-        "request at a new batch size or rollout length compiles again. Not with model.onnx_path.",
+        "on-disk compile cache holds it); a request at a new batch size or rollout length "
+        "compiles again. Not with model.onnx_path.",
         read_only=True,
     ),
     Spec(

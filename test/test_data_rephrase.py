@@ -32,9 +32,15 @@ def _record(name: str, instruction: str, phrasing_set: str, source: str = "metaw
     )
 
 
-def test_pools_come_from_the_table_and_clips_keep_their_instruction(tmp_path):
-    table = tmp_path / "tasks.json"
-    table.write_text(json.dumps(TABLE))
+@pytest.fixture
+def table(tmp_path):
+    """The test task table, written as a file."""
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(TABLE))
+    return path
+
+
+def test_pools_come_from_the_table_and_clips_keep_their_instruction(tmp_path, table):
     manifest = tmp_path / "manifest.jsonl"
     write_manifest(
         manifest,
@@ -64,9 +70,7 @@ def test_the_new_manifest_must_sit_beside_the_clips(tmp_path):
         rephrase_manifest(manifest, tmp_path / "elsewhere" / "new.jsonl")
 
 
-def test_extra_phrasings_join_training_pools_only(tmp_path):
-    table = tmp_path / "tasks.json"
-    table.write_text(json.dumps(TABLE))
+def test_extra_phrasings_join_training_pools_only(tmp_path, table):
     manifest = tmp_path / "manifest.jsonl"
     write_manifest(
         manifest,
