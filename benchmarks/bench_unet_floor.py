@@ -6,10 +6,15 @@ Where a call's time goes beyond its floor (``bench_cpu_speed.py``): one UNet for
 mode at the node's shapes (batch 2, the conditional and unconditional branch of guidance 2; a
 goal image is one frame, a rollout the stored number of frames), with the mode's adapters merged,
 run eagerly in PyTorch, by onnxruntime from the ``showme-export onnx`` graphs (one intra-op
-thread) and through ``torch.compile``. The floor is the forward's FLOPs
-(``torch.utils.flop_counter``) divided by the rate of a 1024x1024x1024 float32 matmul on one
-thread, measured in the same alternation. Median CPU time of ``--repeats`` forwards per runtime,
-alternating between runtimes; the outputs are compared with the eager forward's.
+thread), through ``torch.compile`` with inductor's defaults, with weight freezing
+(``freezing``: constant folding, prepacked oneDNN weights) and with freezing and the C++
+wrapper (``cpp_wrapper``: no Python between kernels), and in bfloat16 (eager, and compiled
+with freezing; oneDNN runs bfloat16 matmuls and convolutions on AMX where the CPU has it).
+The floor is the forward's FLOPs (``torch.utils.flop_counter``) divided by the rate of a
+1024x1024x1024 float32 matmul on one thread, measured in the same alternation; the bfloat16
+rows keep that floor (the same FLOPs) and name the bfloat16 matmul rate. Median CPU time of
+``--repeats`` forwards per runtime, alternating between runtimes (each compiled variant with the
+eager forward); the outputs are compared with the eager float32 forward's.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 from bench_cpu_speed import MATMUL_SIZE, cpu_seconds, export_graphs
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -32,56 +39,108 @@ from showme_model.onnx_unet import onnx_pipeline
 from showme_model.pipeline import default_model_path
 
 BATCH = 2
+FREEZING = {"freezing": True}
+COMPILED = (
+    ("torch.compile", torch.float32, {}),
+    ("torch.compile, freezing", torch.float32, FREEZING),
+    ("torch.compile, freezing + cpp_wrapper", torch.float32, {**FREEZING, "cpp_wrapper": True}),
+    ("bfloat16 torch.compile, freezing", torch.bfloat16, FREEZING),
+)
+"""Compiled variants: row name, dtype, inductor options."""
+
+
+def merged_copy(
+    model: ShowMeModel, mode: str, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
+    """A new UNet with ``mode``'s adapters merged, in ``dtype``."""
+    return merged_unet(model.unet, adapters.roles_for_mode(model, mode)).eval().to(dtype)
+
+
+def time_block(
+    runtimes: dict[str, tuple[Callable, tuple]], kwargs: dict, repeats: int
+) -> tuple[dict[str, float], float, float]:
+    """Median CPU seconds per runtime, alternating, and the float32 / bfloat16 matmul rates."""
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    a_bf16, b_bf16 = a.bfloat16(), b.bfloat16()
+    times: dict[str, list[float]] = {name: [] for name in runtimes}
+    matmul, matmul_bf16 = [], []
+    for _ in range(repeats):
+        for name, (f, x) in runtimes.items():
+            times[name].append(cpu_seconds(lambda f=f, x=x: f(*x, **kwargs)))
+        matmul.append(cpu_seconds(lambda: a @ b))
+        matmul_bf16.append(cpu_seconds(lambda: a_bf16 @ b_bf16))
+    medians = {name: statistics.median(samples) for name, samples in times.items()}
+    rates = [2 * MATMUL_SIZE**3 / statistics.median(m) / 1e9 for m in (matmul, matmul_bf16)]
+    return medians, rates[0], rates[1]
 
 
 def forward_rows(folder: Path, onnx_folder: Path, repeats: int) -> list[str]:
     """One row per mode and runtime: CPU ms, floor, ratio, compile wall time, output diff."""
     model = ShowMeModel.from_pretrained(folder).eval()
     graphs = onnx_pipeline(folder, onnx_folder, threads=1, image_cache_size=0).model.unet
-    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     rows = []
     for mode, frames in (("image", 1), ("video", model.sampler_config.num_frames)):
-        eager = merged_unet(model.unet, adapters.roles_for_mode(model, mode)).eval()
-        generator = torch.Generator().manual_seed(0)
-        channels, width = eager.config.in_channels, eager.config.cross_attention_dim
-        sample = torch.randn(BATCH, channels, frames, *latent_size(model), generator=generator)
-        context = torch.randn(BATCH, context_length(model), width, generator=generator)
-        temporal = mode == "video"
-        stride = torch.full((BATCH,), model.sampler_config.frame_stride) if temporal else None
-        inputs = (sample, torch.tensor(500), context)
-        kwargs = {"frame_stride": stride, "temporal": temporal}
         with torch.inference_mode():
-            reference = eager(*inputs, **kwargs)
-            with FlopCounterMode(display=False) as counter:
-                eager(*inputs, **kwargs)
-            start = time.perf_counter()
-            compiled = torch.compile(eager)
-            compiled_output = compiled(*inputs, **kwargs)  # the first call compiles
-            compile_seconds = time.perf_counter() - start
-            runtimes = {"eager (merged)": eager, "onnxruntime": graphs, "torch.compile": compiled}
-            outputs = {
-                "eager (merged)": reference,
-                "onnxruntime": graphs(*inputs, **kwargs),
-                "torch.compile": compiled_output,
-            }
-            times: dict[str, list[float]] = {name: [] for name in runtimes}
-            matmul = []
-            for _ in range(repeats):
-                for name, f in runtimes.items():
-                    times[name].append(cpu_seconds(lambda f=f, x=inputs, k=kwargs: f(*x, **k)))
-                matmul.append(cpu_seconds(lambda: a @ b))
-        gflop = counter.get_total_flops() / 1e9
-        rate = 2 * MATMUL_SIZE**3 / statistics.median(matmul) / 1e9
+            rows += mode_rows(model, graphs, mode, frames, repeats)
+    return rows
+
+
+def mode_rows(
+    model: ShowMeModel, graphs: Callable, mode: str, frames: int, repeats: int
+) -> list[str]:
+    """The rows of one mode's forward.
+
+    The runtimes that need no compiling are timed in one alternation; each compiled variant is
+    compiled afresh (dynamo's cache reset, so that its inductor options apply) and timed in its
+    own alternation with the eager forward, whose matmul rate gives that row's floor.
+    """
+    eager = merged_copy(model, mode)
+    generator = torch.Generator().manual_seed(0)
+    channels, width = eager.config.in_channels, eager.config.cross_attention_dim
+    sample = torch.randn(BATCH, channels, frames, *latent_size(model), generator=generator)
+    context = torch.randn(BATCH, context_length(model), width, generator=generator)
+    temporal = mode == "video"
+    stride = torch.full((BATCH,), model.sampler_config.frame_stride) if temporal else None
+    inputs = (sample, torch.tensor(500), context)
+    inputs_bf16 = (sample.bfloat16(), inputs[1], context.bfloat16())
+    kwargs = {"frame_stride": stride, "temporal": temporal}
+    reference = eager(*inputs, **kwargs)
+    with FlopCounterMode(display=False) as counter:
+        eager(*inputs, **kwargs)
+    gflop = counter.get_total_flops() / 1e9
+    label = f"{mode}, {frames} frame{'s' * (frames > 1)}"
+    rows = []
+
+    def add_row(name: str, f: Callable, x: tuple, seconds: float, rate: float, note: str) -> None:
+        diff = (f(*x, **kwargs).float() - reference).abs().max().item()
         floor = gflop / rate
-        for name, samples in times.items():
-            seconds = statistics.median(samples)
-            diff = (outputs[name] - reference).abs().max().item()
-            note = f" (compiled in {compile_seconds:.0f} s wall)" if name == "torch.compile" else ""
-            rows.append(
-                f"| {mode}, {frames} frame{'s' * (frames > 1)} | {name}{note} | {gflop:.3f} | "
-                f"{rate:.0f} | {floor * 1e3:.2f} | {seconds * 1e3:.2f} | {seconds / floor:.2f}x | "
-                f"{diff:.1e} |"
-            )
+        rows.append(
+            f"| {label} | {name}{note} | {gflop:.3f} | {rate:.0f} | {floor * 1e3:.2f} | "
+            f"{seconds * 1e3:.2f} | {seconds / floor:.2f}x | {diff:.1e} |"
+        )
+
+    plain = {
+        "eager (merged)": (eager, inputs),
+        "onnxruntime": (graphs, inputs),
+        "bfloat16 eager": (merged_copy(model, mode, torch.bfloat16), inputs_bf16),
+    }
+    medians, rate, rate_bf16 = time_block(plain, kwargs, repeats)
+    for name, (f, x) in plain.items():
+        note = f" (bfloat16 matmul {rate_bf16:.0f} GFLOP/s)" if x is inputs_bf16 else ""
+        add_row(name, f, x, medians[name], rate, note)
+    for name, dtype, options in COMPILED:
+        x = inputs_bf16 if dtype == torch.bfloat16 else inputs
+        torch._dynamo.reset()
+        with inductor_config.patch(options):
+            start = time.perf_counter()
+            compiled = torch.compile(merged_copy(model, mode, dtype))
+            compiled(*x, **kwargs)  # the first call compiles
+            wall = time.perf_counter() - start
+            block = {"eager (merged)": (eager, inputs), name: (compiled, x)}
+            medians, rate, rate_bf16 = time_block(block, kwargs, repeats)
+            note = f" (compiled in {wall:.0f} s wall"
+            note += f"; bfloat16 matmul {rate_bf16:.0f} GFLOP/s)" if x is inputs_bf16 else ")"
+            add_row(name, compiled, x, medians[name], rate, note)
     return rows
 
 

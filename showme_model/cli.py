@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--frame-stride", type=int, help="frame-stride condition" + stored)
     predict.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="sampler" + stored)
     predict.add_argument(
+        "--keep-scene",
+        action=argparse.BooleanOptionalAction,
+        help="composite the frames over the input where they do not change it" + stored,
+    )
+    predict.add_argument(
         "--adapters",
         nargs="*",
         choices=sorted(adapters.ROLES),
@@ -126,6 +131,7 @@ def predict(args: argparse.Namespace) -> list[Path]:
             num_frames=args.num_frames,
             frame_stride=args.frame_stride,
             scheduler=args.scheduler,
+            keep_scene=args.keep_scene,
             seed=args.seed,
             callback_on_step_end=advance,
             channel_order="bgr",

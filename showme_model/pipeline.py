@@ -14,9 +14,9 @@ Those are the method's adapters per mode; a model folder may choose others in
 a mode that are not loaded are left out.
 
 Sampler settings (``num_inference_steps``, ``guidance_scale``, ``eta``, ``scheduler``,
-``num_frames``, ``frame_stride``, ``concat_layout``) default to ``None``: the call then takes
-:attr:`ShowMePipeline.sampler_config`, the settings stored in the model folder
-(:mod:`showme_model.sampler_config`). Every request is checked by
+``num_frames``, ``frame_stride``, ``concat_layout``, ``keep_scene`` and its thresholds)
+default to ``None``: the call then takes :attr:`ShowMePipeline.sampler_config`, the settings
+stored in the model folder (:mod:`showme_model.sampler_config`). Every request is checked by
 :func:`~showme_model.sampler_config.validate_request`.
 
 Classifier-free guidance follows DynamiCrafter: the unconditional branch is the empty prompt with
@@ -68,6 +68,7 @@ from accelerate import cpu_offload_with_hook
 from accelerate.hooks import UserCpuOffloadHook
 
 from showme_model import adapters as adapter_lib
+from showme_model import scene_keeping
 from showme_model.memory import VARIANT_DTYPES, EncoderOffload, OffloadStorage
 from showme_model.model import ShowMeModel
 from showme_model.onnx_export import merged_unet
@@ -547,6 +548,10 @@ class ShowMePipeline:
         frame_stride: int | None = None,
         scheduler: str | None = None,
         concat_layout: str | None = None,
+        keep_scene: bool | None = None,
+        keep_scene_low: float | None = None,
+        keep_scene_high: float | None = None,
+        keep_scene_radius: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -578,6 +583,12 @@ class ShowMePipeline:
             concat_layout: Video mode's concat condition, one of
                 :data:`~showme_model.sampler_config.CONCAT_LAYOUTS`; the model was trained with
                 its stored one.
+            keep_scene: Composite the frames over the input frame where they do not change it
+                (:mod:`showme_model.scene_keeping`, with the stored thresholds); ``False`` gives
+                the model's frames as decoded. Not applied to ``output_type="latent"``.
+            keep_scene_low: Largest change that keeps the input's pixel (scene keeping).
+            keep_scene_high: Smallest change that keeps the prediction's pixel.
+            keep_scene_radius: Dilation and feathering of the change mask, in pixels.
             seed: Base seed; item ``i`` uses ``seed + i``. Random (and reported) when neither
                 ``seed`` nor ``generator`` is given.
             generator: A generator shared by the batch, or one per item.
@@ -609,6 +620,10 @@ class ShowMePipeline:
             frame_stride=frame_stride,
             scheduler=scheduler,
             concat_layout=concat_layout,
+            keep_scene=keep_scene,
+            keep_scene_low=keep_scene_low,
+            keep_scene_high=keep_scene_high,
+            keep_scene_radius=keep_scene_radius,
         )
         if restore_size and output_type != "uint8":
             raise ValueError("restore_size needs output_type='uint8'")
@@ -738,8 +753,17 @@ class ShowMePipeline:
             output: np.ndarray | torch.Tensor = sample
         else:
             self._onload("vae")
-            decoded = self.model.decode_latents(sample).float()
-            unit = ((decoded + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 4, 1).cpu()
+            decoded = self.model.decode_latents(sample).float().clamp(-1.0, 1.0)
+            if settings.keep_scene:
+                decoded = scene_keeping.keep_scene(
+                    decoded,
+                    pixels.to(decoded.device),
+                    self.model.decode_latents(first).float()[:, :, 0].clamp(-1.0, 1.0),
+                    settings.keep_scene_low,
+                    settings.keep_scene_high,
+                    settings.keep_scene_radius,
+                )
+            unit = ((decoded + 1.0) / 2.0).permute(0, 2, 3, 4, 1).cpu()
             output = unit.numpy() if output_type == "float" else _to_uint8(unit)
             if restore_size:
                 output = np.stack(

@@ -4,7 +4,9 @@ A model folder stores the settings it was tuned for in ``sampler_config.json`` a
 (as transformers stores ``generation_config.json``)::
 
     {"num_inference_steps": 10, "guidance_scale": 1.0, "eta": 1.0, "scheduler": "ddim",
-     "num_frames": 8, "frame_stride": null, "concat_layout": "first_frame"}
+     "num_frames": 8, "frame_stride": null, "concat_layout": "first_frame",
+     "keep_scene": true, "keep_scene_low": 0.03, "keep_scene_high": 0.09,
+     "keep_scene_radius": 2}
 
 The pipeline, ``showme predict``, ``showme-eval`` and the ROS node leave every sampler argument
 at ``None`` by default and take these values; a folder without the file gets
@@ -30,6 +32,7 @@ MAX_NUM_INFERENCE_STEPS = 1000  # the training schedule's length: more steps rep
 MAX_GUIDANCE_SCALE = 100.0  # far above any useful scale; refuses float-max and typos like 1e6
 MAX_ETA = 1.0  # DDIM: above 1 the deterministic direction's variance turns negative (NaN)
 MAX_FRAME_STRIDE = 100
+MAX_KEEP_SCENE_RADIUS = 16
 CONCAT_LAYOUTS = ("first_frame", "repeated")
 """Video mode's concat condition: the input's latent at frame 0 and zeros elsewhere (ShowMe's
 inference), or at every frame (DynamiCrafter's training and inference)."""
@@ -53,6 +56,14 @@ class SamplerConfig:
         frame_stride: Frame-stride condition in video mode; ``None`` takes the UNet's default.
         concat_layout: Video mode's concat condition, one of :data:`CONCAT_LAYOUTS`. Like the
             frame stride, a condition the model was trained with, not a free choice.
+        keep_scene: Composite the predicted frames over the input frame where they do not
+            change it (:mod:`showme_model.scene_keeping`).
+        keep_scene_low: Largest change (fraction of the intensity range) that keeps the
+            input's pixel.
+        keep_scene_high: Smallest change that keeps the prediction's pixel; above
+            ``keep_scene_low``, at most 1.
+        keep_scene_radius: Dilation and feathering of the change mask in pixels,
+            0..:data:`MAX_KEEP_SCENE_RADIUS`.
 
     """
 
@@ -63,12 +74,26 @@ class SamplerConfig:
     num_frames: int = 16
     frame_stride: int | None = None
     concat_layout: str = "first_frame"
+    keep_scene: bool = False
+    keep_scene_low: float = 0.03
+    keep_scene_high: float = 0.09
+    keep_scene_radius: int = 2
 
     def __post_init__(self) -> None:
         if self.concat_layout not in CONCAT_LAYOUTS:
             raise SamplerSettingsError(
                 f"unknown concat_layout {self.concat_layout!r}; choose one of {CONCAT_LAYOUTS}"
             )
+        if not isinstance(self.keep_scene, bool):
+            raise SamplerSettingsError(f"keep_scene must be true or false, got {self.keep_scene!r}")
+        _check_float("keep_scene_low", self.keep_scene_low, 1.0)
+        _check_float("keep_scene_high", self.keep_scene_high, 1.0)
+        if self.keep_scene_high <= self.keep_scene_low:
+            raise SamplerSettingsError(
+                f"keep_scene_high must be above keep_scene_low, got {self.keep_scene_high} <= "
+                f"{self.keep_scene_low}"
+            )
+        _check_int("keep_scene_radius", self.keep_scene_radius, 0, MAX_KEEP_SCENE_RADIUS)
         validate_request(
             self.num_inference_steps,
             self.guidance_scale,

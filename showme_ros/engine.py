@@ -278,6 +278,7 @@ class Engine:
                 guidance_scale=job.guidance_scale,
                 eta=job.eta,
                 scheduler=job.scheduler,
+                keep_scene=job.keep_scene,
                 frame_stride=job.frame_stride,
                 seed=job.seed,
                 callback=on_step,

@@ -34,6 +34,10 @@ MODE_CODES = {name: code for code, name in MODES.items()}
 MAX_SEED = 2**32 - 1
 
 
+KEEP_SCENE = {"": None, "on": True, "off": False}
+"""``inference.keep_scene`` to the pipeline's ``keep_scene`` (None: the model's setting)."""
+
+
 @dataclass
 class Job:
     """Everything one batched prediction needs."""
@@ -47,6 +51,7 @@ class Job:
     guidance_scale: float
     eta: float
     scheduler: str
+    keep_scene: bool | None
     frame_stride: int | None
     seed: int
 
@@ -187,6 +192,7 @@ def build_job(
         guidance_scale=guidance_scale,
         eta=settings.eta,
         scheduler=settings.scheduler,
+        keep_scene=KEEP_SCENE[settings.keep_scene],
         frame_stride=settings.frame_stride or None,
         seed=seed,
     )

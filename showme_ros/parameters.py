@@ -161,6 +161,13 @@ SPECS: tuple[Spec, ...] = (
         choices=("", "ddim", "dpmsolver++", "dpmsolver++-sde", "unipc", "euler", "euler-ancestral"),
     ),
     Spec(
+        "inference.keep_scene",
+        "",
+        "Composite predictions over the input frame where they do not change it: on, off; "
+        "empty = the model's stored setting.",
+        choices=("", "on", "off"),
+    ),
+    Spec(
         "inference.frame_stride",
         0,
         "Frame stride the model is conditioned on; 0 = the model's default.",
@@ -272,6 +279,7 @@ class Settings:
     guidance_scale: float
     eta: float
     scheduler: str
+    keep_scene: str
     frame_stride: int
     frame_period: float
     seed: int
@@ -360,6 +368,7 @@ def read(node: Node) -> Settings:
         guidance_scale=value("inference.guidance_scale"),
         eta=value("inference.eta"),
         scheduler=value("inference.scheduler"),
+        keep_scene=value("inference.keep_scene"),
         frame_stride=value("inference.frame_stride"),
         frame_period=value("inference.frame_period"),
         seed=value("inference.seed"),

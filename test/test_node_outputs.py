@@ -13,7 +13,7 @@ from showme_ros.msg import PredictedRollout
 def job(mode: str, image: np.ndarray) -> Job:
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 10, 900_000_000
-    return Job(image, header, ["open", "close"], mode, 3, 2, 1.0, 1.0, "ddim", None, 7)
+    return Job(image, header, ["open", "close"], mode, 3, 2, 1.0, 1.0, "ddim", None, None, 7)
 
 
 def test_compose_pastes_the_prediction_into_its_region_and_keeps_the_rest():

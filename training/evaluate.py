@@ -598,7 +598,7 @@ def results_table(
 
 
 def pipeline_predictor(pipeline: ShowMePipeline, mode: str, settings: SamplerConfig) -> Predictor:
-    """Build a :data:`Predictor` on a loaded pipeline.
+    """Build a :data:`Predictor` on a loaded pipeline, which then samples with ``settings``.
 
     Args:
         pipeline: The model folder's pipeline.
@@ -608,6 +608,8 @@ def pipeline_predictor(pipeline: ShowMePipeline, mode: str, settings: SamplerCon
     """
     import torch
 
+    pipeline.sampler_config = settings
+
     def predict(
         images: list[np.ndarray], instructions: list[str], seeds: list[int]
     ) -> list[np.ndarray]:
@@ -616,7 +618,6 @@ def pipeline_predictor(pipeline: ShowMePipeline, mode: str, settings: SamplerCon
             instructions,
             mode=mode,
             generator=[torch.Generator().manual_seed(seed) for seed in seeds],
-            **settings.to_dict(),
         )
         return [np.asarray(frames) for frames in result.frames]
 
@@ -723,6 +724,7 @@ def sampler_settings(args: argparse.Namespace) -> SamplerConfig:
         scheduler=args.scheduler,
         num_frames=1 if args.mode == "image" else args.num_frames,
         frame_stride=args.frame_stride,
+        keep_scene=args.keep_scene,
     )
 
 
@@ -756,6 +758,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eta", type=float, help="DDIM noise scale" + stored)
     parser.add_argument(
         "--frame-stride", type=int, help="frame-stride condition (video mode)" + stored
+    )
+    parser.add_argument(
+        "--keep-scene",
+        action=argparse.BooleanOptionalAction,
+        help="composite predictions over the input frame where they do not change it" + stored,
     )
     parser.add_argument(
         "--adapters",
