@@ -130,6 +130,30 @@ def test_real_tiny_pipeline_end_to_end_with_the_stored_settings(manifest, tiny_f
     assert json.loads(out.read_text())["settings"]["sampler"]["num_inference_steps"] == 1
 
 
+def test_scene_keeping_flags_reach_the_pipeline(manifest, tiny_folder, tmp_path):
+    out = tmp_path / "keep.json"
+    argv = ["--model", str(tiny_folder), "--manifest", str(manifest), "--out", str(out)]
+    argv += ["--limit", "2", "--num-steps", "1"]
+    assert main([*argv, "--no-keep-scene"]) == 0
+    raw = json.loads(out.read_text())
+    assert raw["settings"]["sampler"]["keep_scene"] is False
+    flags = ["--keep-scene", "--keep-scene-low", "0.3", "--keep-scene-high", "0.5"]
+    assert main([*argv, *flags, "--keep-scene-radius", "0"]) == 0
+    kept = json.loads(out.read_text())
+    sampler = kept["settings"]["sampler"]
+    assert (sampler["keep_scene"], sampler["keep_scene_low"], sampler["keep_scene_high"]) == (
+        True,
+        0.3,
+        0.5,
+    )
+    assert sampler["keep_scene_radius"] == 0
+    # the random model redraws the scene: scene keeping brings the input's pixels back, and the
+    # goal image nears copying the input
+    assert kept["summary"]["goal_psnr"] > raw["summary"]["goal_psnr"] + 1.0
+    with pytest.raises(SystemExit, match="keep_scene_high"):
+        main([*argv, "--keep-scene-low", "0.5", "--keep-scene-high", "0.2"])
+
+
 def test_the_frame_stride_condition_reaches_the_rollouts(manifest, tmp_path):
     import torch
 

@@ -115,8 +115,12 @@ def test_shipped_model_stores_the_settings_its_card_reports():
         "scheduler": "ddim",
         "num_frames": 8,
         "frame_stride": 2,
+        "keep_scene": True,
+        "keep_scene_low": 0.03,
+        "keep_scene_high": 0.09,
+        "keep_scene_radius": 2,
     }
-    card = (folder / "MODEL_CARD.md").read_text()
-    card_settings = "DDIM, 10 steps, guidance 2, eta 1,\n8-frame rollouts at frame stride 2"
-    assert card_settings in card
+    card = " ".join((folder / "MODEL_CARD.md").read_text().split())
+    assert "DDIM, 10 steps, guidance 2, eta 1, 8-frame rollouts at frame stride 2" in card
+    assert "scene keeping on (`keep_scene`: thresholds 0.03 and 0.09, radius 2 pixels)" in card
     assert ShowMePipeline.from_pretrained(folder).sampler_config == SamplerConfig(**stored)

@@ -725,6 +725,9 @@ def sampler_settings(args: argparse.Namespace) -> SamplerConfig:
         num_frames=1 if args.mode == "image" else args.num_frames,
         frame_stride=args.frame_stride,
         keep_scene=args.keep_scene,
+        keep_scene_low=args.keep_scene_low,
+        keep_scene_high=args.keep_scene_high,
+        keep_scene_radius=args.keep_scene_radius,
     )
 
 
@@ -763,6 +766,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-scene",
         action=argparse.BooleanOptionalAction,
         help="composite predictions over the input frame where they do not change it" + stored,
+    )
+    parser.add_argument(
+        "--keep-scene-low", type=float, help="scene keeping's lower threshold" + stored
+    )
+    parser.add_argument(
+        "--keep-scene-high", type=float, help="scene keeping's upper threshold" + stored
+    )
+    parser.add_argument(
+        "--keep-scene-radius", type=int, help="scene keeping's mask radius, pixels" + stored
     )
     parser.add_argument(
         "--adapters",
