@@ -1,6 +1,6 @@
 """CPU speed of the shipped model against its FLOP floor, one thread, side by side in one run.
 
-    python benchmarks/bench_cpu_speed.py [--repeats 7] [--onnx DIR] [--compile]
+    python benchmarks/bench_cpu_speed.py [--repeats 7] [--onnx DIR] [--compile] [--bfloat16]
 
 The shipped model (``showme-metaworld-64``, 64x64 frames) with its stored sampler settings and
 adapters per mode (named in the table's header), called as the ROS node calls it (image cache off;
@@ -22,10 +22,12 @@ thread, the rest in PyTorch; its floor takes the merged count, the computation t
 and, with ``--compile``, the node's path with ``model.compile``
 (``ShowMePipeline(merge_adapters=True, compile_unet=True)``: ``torch.compile`` of each mode's
 merged UNet; the first call's wall time, which compiles, is reported; its floor takes the
-merged count). Every variant's frames are compared with the reference's (max absolute
-difference in [0, 1]). The graphs are those of ``--onnx DIR`` (``showme-export onnx`` of the
-shipped model with the rollout length of its stored settings), or exported to a temporary
-folder first.
+merged count) and, with ``--bfloat16`` as well, the same in bfloat16 (the node's ``dtype:
+bfloat16`` with ``model.compile``; oneDNN runs bfloat16 matmuls and convolutions on AMX where
+the CPU has it; its floor keeps the float32 rate and the merged count). Every variant's frames
+are compared with the reference's (max absolute difference in [0, 1]). The graphs are those of
+``--onnx DIR`` (``showme-export onnx`` of the shipped model with the rollout length of its
+stored settings), or exported to a temporary folder first.
 
 A second table times the 8-frame UNet forward (merged weights, batch 1 and 2) with this UNet's
 temporal layers against diffusers' ``TemporalConvLayer`` / ``TransformerTemporalModel`` forward
@@ -61,6 +63,7 @@ INSTRUCTION = "open the drawer"
 MODES = ("image", "video")
 ONNX_VARIANT = "ONNX graphs (model.onnx_path)"
 COMPILE_VARIANT = "merged + torch.compile (model.compile)"
+BFLOAT16_VARIANT = "bfloat16, merged + torch.compile (dtype, model.compile)"
 UNET_REPEATS_PER_CALL = 4  # UNet forwards per repeat of a call in the UNet table
 
 
@@ -131,6 +134,9 @@ def main(argv: list[str] | None = None) -> str:
         "--onnx", type=Path, help="showme-export onnx folder of the shipped model (else exported)"
     )
     parser.add_argument("--compile", action="store_true", help="also torch.compile the UNet")
+    parser.add_argument(
+        "--bfloat16", action="store_true", help="with --compile: also the compiled path in bfloat16"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     folder = default_model_path()
@@ -168,6 +174,14 @@ def run(args: argparse.Namespace, folder: Path, onnx_folder: Path) -> str:
         variants[COMPILE_VARIANT] = ShowMePipeline.from_pretrained(
             folder, image_cache_size=0, merge_adapters=True, compile_unet=True
         )
+        if args.bfloat16:
+            variants[BFLOAT16_VARIANT] = ShowMePipeline.from_pretrained(
+                folder,
+                dtype=torch.bfloat16,
+                image_cache_size=0,
+                merge_adapters=True,
+                compile_unet=True,
+            )
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     rows = []
@@ -183,9 +197,8 @@ def run(args: argparse.Namespace, folder: Path, onnx_folder: Path) -> str:
             compile_seconds[f"{name} {mode}"] = time.perf_counter() - start
         gflop = {}
         for name in variants:
-            counted = {ONNX_VARIANT: "merged adapters", COMPILE_VARIANT: "merged adapters"}.get(
-                name, name
-            )
+            compiled = (ONNX_VARIANT, COMPILE_VARIANT, BFLOAT16_VARIANT)
+            counted = "merged adapters" if name in compiled else name
             if counted not in gflop:
                 with FlopCounterMode(display=False) as counter:
                     call(variants[counted])
@@ -205,7 +218,7 @@ def run(args: argparse.Namespace, folder: Path, onnx_folder: Path) -> str:
             diff = np.abs(outputs[name] - outputs["reference"]).max()
             label = "goal image" if mode == "image" else f"{settings.num_frames}-frame rollout"
             note = ""
-            if name == COMPILE_VARIANT:
+            if name in (COMPILE_VARIANT, BFLOAT16_VARIANT):
                 note = f" (first call {compile_seconds[f'{name} {mode}']:.0f} s wall)"
             rows.append(
                 f"| {label} | {name}{note} | {seconds:.3f} | {reference / seconds:.2f}x | "
