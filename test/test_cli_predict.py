@@ -104,7 +104,7 @@ def test_shipped_model_runs_with_its_card_settings_by_default(image_file, capsys
     metadata = json.loads(meta.read_text())
     stored = SamplerConfig.from_pretrained(default_model_path())
     assert stored == SamplerConfig(
-        num_inference_steps=10, guidance_scale=2.0, num_frames=8, frame_stride=2
+        num_inference_steps=10, guidance_scale=2.0, num_frames=8, frame_stride=2, keep_scene=True
     )
     assert {key: metadata[key] for key in stored.to_dict()} == stored.to_dict()
 
