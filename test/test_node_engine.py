@@ -95,3 +95,15 @@ def test_a_fault_in_the_model_is_answered_briefly_with_the_internal_code(node):
     assert not response.success and response.error_code.value == ErrorCode.INTERNAL
     assert len(response.message) < 300 and "node's log" in response.message
     assert node.stats.failures_by_code[ErrorCode.INTERNAL] == 1
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", None), ("on", True), ("off", False)])
+def test_the_scene_keeping_parameter_reaches_the_pipeline(node, value, expected):
+    """``inference.keep_scene``: empty leaves the model's stored setting, on/off override it."""
+    node.set_parameters([rclpy.parameter.Parameter("inference.keep_scene", value=value)])
+    pipeline = RecordingPipeline()
+    node._engine = Engine(pipeline, "m", "cpu", "float32")
+    request = make_request("push", image=np.zeros((8, 8, 3), np.uint8))
+    response = node._on_predict(request, Predict.Response())
+    assert response.success, response.message
+    assert pipeline.calls[-1]["keep_scene"] is expected
