@@ -154,6 +154,19 @@ def test_scene_keeping_flags_reach_the_pipeline(manifest, tiny_folder, tmp_path)
         main([*argv, "--keep-scene-low", "0.5", "--keep-scene-high", "0.2"])
 
 
+def test_the_weight_dtype_is_chosen_on_the_command_line(manifest, tiny_folder, tmp_path):
+    out = tmp_path / "bf16.json"
+    argv = ["--model", str(tiny_folder), "--manifest", str(manifest), "--out", str(out)]
+    argv += ["--limit", "2", "--num-steps", "1"]
+    assert main([*argv, "--dtype", "float32"]) == 0
+    float32 = json.loads(out.read_text())["summary"]["goal_psnr"]
+    assert main([*argv, "--dtype", "bfloat16"]) == 0
+    results = json.loads(out.read_text())
+    assert results["settings"]["dtype"] == "bfloat16"
+    # the same seeds in bfloat16: close to float32's figure, not the same computation
+    assert 0 < abs(results["summary"]["goal_psnr"] - float32) < 1.0
+
+
 def test_the_frame_stride_condition_reaches_the_rollouts(manifest, tmp_path):
     import torch
 

@@ -787,6 +787,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default=None,
+        help="weight dtype (default: the folder's variant, else as stored)",
+    )
+    parser.add_argument(
         "--off-arm",
         action="store_true",
         help="Meta-World clips: also measure the scene off the robot arm and whether the "
@@ -847,10 +853,13 @@ def main(
         except ValueError as error:
             raise SystemExit(f"showme-eval --off-arm: {error}") from error
     if predictor is None:
+        import torch
+
         from showme_model import adapters
         from showme_model.pipeline import ShowMePipeline
 
-        pipeline = ShowMePipeline.from_pretrained(args.model, device=args.device)
+        dtype = None if args.dtype is None else getattr(torch, args.dtype)
+        pipeline = ShowMePipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
         if args.adapters is not None:
             try:
                 adapters.set_mode_roles(pipeline.model, args.mode, args.adapters)
