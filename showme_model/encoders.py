@@ -43,6 +43,7 @@ from transformers import (
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from showme_model.memory import VARIANT_DTYPES
+from showme_model.preprocessing import gaussian_blur
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -208,26 +209,11 @@ def clip_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
     height, width = images.shape[-2:]
     sigmas = [max((length / size - 1.0) / 2.0, 0.001) for length in (height, width)]
-    images = _gaussian_blur(images, sigmas)
+    images = gaussian_blur(images, sigmas)
     images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=True)
     mean = images.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(CLIP_STD).view(1, 3, 1, 1)
     return ((images + 1.0) / 2.0 - mean) / std
-
-
-def _gaussian_blur(images: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding (kernel size about four sigma, odd)."""
-    for axis, sigma in zip((2, 3), sigmas, strict=True):
-        size = max(int(4.0 * sigma), 3)
-        size += 1 - size % 2
-        offsets = torch.arange(size, dtype=images.dtype, device=images.device) - size // 2
-        kernel = torch.exp(-(offsets**2) / (2.0 * sigma**2))
-        kernel = (kernel / kernel.sum()).repeat(images.shape[1], 1, 1, 1)
-        shape = (size, 1) if axis == 2 else (1, size)
-        padding = (0, 0, size // 2, size // 2) if axis == 2 else (size // 2, size // 2, 0, 0)
-        padded = F.pad(images, padding, mode="reflect")
-        images = F.conv2d(padded, kernel.view(-1, 1, *shape), groups=images.shape[1])
-    return images
 
 
 class OpenCLIPImageEncoder(nn.Module):

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 ResizeMode = Literal["crop", "stretch"]
 ChannelOrder = Literal["rgb", "bgr"]
@@ -119,3 +120,21 @@ def restore_frames(frames: np.ndarray, geometry: InputGeometry) -> np.ndarray:
     flat = frames.reshape(-1, *frames.shape[-3:])
     restored = np.stack([_resize(frame, height, width) for frame in flat])
     return restored.reshape(*frames.shape[:-3], height, width, 3)
+
+
+def gaussian_blur(images: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
+    """Blur ``(B, C, H, W)`` with a separable Gaussian of ``sigmas`` (height, width).
+
+    Reflect padding; the kernel spans about four sigma, odd, at least 3.
+    """
+    for axis, sigma in zip((2, 3), sigmas, strict=True):
+        size = max(int(4.0 * sigma), 3)
+        size += 1 - size % 2
+        offsets = torch.arange(size, dtype=images.dtype, device=images.device) - size // 2
+        kernel = torch.exp(-(offsets**2) / (2.0 * sigma**2))
+        kernel = (kernel / kernel.sum()).repeat(images.shape[1], 1, 1, 1)
+        shape = (size, 1) if axis == 2 else (1, size)
+        padding = (0, 0, size // 2, size // 2) if axis == 2 else (size // 2, size // 2, 0, 0)
+        padded = F.pad(images, padding, mode="reflect")
+        images = F.conv2d(padded, kernel.view(-1, 1, *shape), groups=images.shape[1])
+    return images

@@ -6,7 +6,7 @@ keeping composites each predicted frame over the input frame. A pixel whose pred
 differs from the autoencoder's reconstruction of the input (the model's own rendering of the
 unchanged scene) by less than ``low`` takes the input's pixel; above ``high`` the prediction's;
 in between a linear mix. The mask is then dilated by ``radius`` pixels, so that a change keeps
-its surroundings, and feathered with a Gaussian of the same size, so that no seam shows.
+its surroundings, and feathered with a Gaussian of about the same size, so that no seam shows.
 Comparing with the reconstruction, not the input itself, keeps the autoencoder's own error from
 counting as change.
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from showme_model.preprocessing import gaussian_blur
 
 
 def change_mask(
@@ -41,9 +43,9 @@ def change_mask(
     batch, count, height, width = mask.shape
     planes = mask.reshape(batch * count, 1, height, width)
     if radius:
-        size = 2 * radius + 1
-        planes = F.max_pool2d(planes, size, stride=1, padding=radius)
-        planes = _gaussian_blur(planes, size)
+        planes = F.max_pool2d(planes, 2 * radius + 1, stride=1, padding=radius)
+        sigma = 0.3 * (radius - 1) + 0.8  # OpenCV's sigma for a (2 radius + 1) kernel
+        planes = gaussian_blur(planes, [sigma, sigma])
     return planes.reshape(batch, 1, count, height, width)
 
 
@@ -72,15 +74,3 @@ def keep_scene(
     weight = change_mask(frames, reference, low, high, radius).to(frames.dtype)
     scene = input_pixels.to(frames.dtype).unsqueeze(2)
     return weight * frames + (1.0 - weight) * scene
-
-
-def _gaussian_blur(planes: torch.Tensor, size: int) -> torch.Tensor:
-    """Blur ``(N, 1, H, W)`` with a ``size`` Gaussian (OpenCV's sigma for the size), reflected."""
-    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
-    offsets = torch.arange(size, dtype=planes.dtype, device=planes.device) - (size - 1) / 2
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    half = size // 2
-    padded = F.pad(planes, (half, half, half, half), mode="reflect")
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, size))
-    return F.conv2d(rows, kernel.view(1, 1, size, 1))
