@@ -86,6 +86,7 @@ from showme_model.sampler_config import (
     validate_request,
 )
 from showme_model.schedulers import make_scheduler
+from showme_model.unet_blocks import AttentionKernel, set_attention_kernel
 
 Mode = Literal["image", "video"]
 StepCallback = Callable[[int, int, int], bool | None]
@@ -222,7 +223,9 @@ class ShowMePipeline:
             its weights: no LoRA layers run per step (on the CPU a goal image of the shipped
             model takes about 0.6x the time), at the memory of a copy of the adapted weights.
             The copy is made per mode, device and dtype: make a new pipeline after changing
-            the model's weights. Not used with model CPU offload.
+            the model's weights. Not used with model CPU offload. On the CPU, a copy that is
+            compiled or not in float32 computes attention as matmul, softmax, matmul
+            (:func:`~showme_model.unet_blocks.set_attention_kernel`), the faster kernel there.
         compile_unet: Denoise with ``torch.compile`` of the UNet (with ``merge_adapters``, of
             each mode's merged copy, with inductor's weight freezing, then kept for every
             mode). A mode's first call, and its first call at a new batch size or rollout
@@ -485,6 +488,7 @@ class ShowMePipeline:
                 if not self.compile_unet:
                     self._merged.clear()  # free the previous copy first
                 self._merged[key] = merged_unet(self.model.unet, self._roles_active)
+                set_attention_kernel(self._merged[key], self._merged_attention_kernel())
             unet = self._merged[key]
         if not self.compile_unet:
             return unet
@@ -494,6 +498,16 @@ class ShowMePipeline:
             options = {"freezing": True} if unet is not self.model.unet else None
             self._compiled[key] = torch.compile(unet, options=options)
         return self._compiled[key]
+
+    def _merged_attention_kernel(self) -> AttentionKernel:
+        """Return the attention kernel of a merged copy: ``"math"`` on the CPU where it is faster.
+
+        Measured on the shipped model at one thread: the fused CPU kernel is slower than
+        matmul, softmax, matmul for a compiled UNet (1.03-1.41x) and in bfloat16 (eager 1.12x,
+        8-frame forward), as fast in eager float32 (``docs/BENCHMARKS.md``).
+        """
+        cpu = self.device.type == "cpu"
+        return "math" if cpu and (self.compile_unet or self.dtype != torch.float32) else "sdpa"
 
     def _resolve(
         self, image_guidance_scale: float | None = None, **overrides: Any

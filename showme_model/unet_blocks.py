@@ -3,9 +3,11 @@
 Everything here is assembled from diffusers modules (``ResnetBlock2D``, ``TemporalConvLayer``,
 ``Transformer2DModel``, ``TransformerTemporalModel``, ``Attention``, ``Downsample2D``,
 ``Upsample2D``). The additions are :class:`DualCrossAttention`, DynamiCrafter's cross-attention
-that attends to text tokens and image tokens separately and adds the two results; and two
+that attends to text tokens and image tokens separately and adds the two results; two
 subclasses that run diffusers' temporal layers with fewer copies and faster kernels, same
-weights, same results: :class:`TemporalConv2dLayer` and :class:`TemporalTransformer`.
+weights, same results: :class:`TemporalConv2dLayer` and :class:`TemporalTransformer`; and
+:func:`set_attention_kernel`, which picks how every attention layer computes its softmax
+attention.
 
 Frames are folded into the batch, ``(B * T, C, H, W)``. Each block takes ``num_frames`` (how many
 consecutive batch entries form one clip), ``temporal_attention`` (run the temporal transformers)
@@ -14,9 +16,11 @@ and ``temporal_convs`` (run the temporal convolutions after each ResNet block).
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -30,9 +34,18 @@ from torch import nn
 TEMPORAL_CONV_DROPOUT = 0.1
 RESNET_EPS = 1e-5
 
+AttentionKernel = Literal["sdpa", "math"]
+"""How attention is computed: PyTorch's fused ``scaled_dot_product_attention``, or diffusers'
+batched matmul, softmax, matmul (``Attention.get_attention_scores``)."""
+
 
 class DualCrossAttnProcessor:
-    """SDPA attention over the text tokens plus a weighted SDPA attention over the image tokens."""
+    """Attention over the text tokens plus a weighted attention over the image tokens."""
+
+    def __init__(self, kernel: AttentionKernel = "sdpa") -> None:
+        if kernel not in get_args(AttentionKernel):
+            raise ValueError(f"attention kernel must be one of {get_args(AttentionKernel)}")
+        self.kernel = kernel
 
     def __call__(
         self,
@@ -49,13 +62,15 @@ class DualCrossAttnProcessor:
         text = encoder_hidden_states[:, : attn.text_length]
         image = encoder_hidden_states[:, attn.text_length :]
         query = _split_heads(attn.to_q(hidden_states), attn.heads)
-        out = F.scaled_dot_product_attention(
+        out = self._attend(
+            attn,
             query,
             _split_heads(attn.to_k(text), attn.heads),
             _split_heads(attn.to_v(text), attn.heads),
         )
         if image.shape[1] > 0:
-            out_ip = F.scaled_dot_product_attention(
+            out_ip = self._attend(
+                attn,
                 query,
                 _split_heads(attn.to_k_ip(image), attn.heads),
                 _split_heads(attn.to_v_ip(image), attn.heads),
@@ -65,10 +80,38 @@ class DualCrossAttnProcessor:
         out = out.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
         return attn.to_out[1](attn.to_out[0](out))
 
+    def _attend(
+        self, attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        """Softmax attention of ``(B, heads, tokens, head_dim)`` tensors, by the chosen kernel."""
+        if self.kernel == "sdpa":
+            return F.scaled_dot_product_attention(query, key, value)
+        probs = attn.get_attention_scores(query.flatten(0, 1), key.flatten(0, 1))
+        return torch.bmm(probs, value.flatten(0, 1)).unflatten(0, query.shape[:2])
+
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     batch, tokens, inner = x.shape
     return x.view(batch, tokens, heads, inner // heads).transpose(1, 2)
+
+
+def set_attention_kernel(unet: nn.Module, kernel: AttentionKernel) -> None:
+    """Compute every attention layer of ``unet`` with ``kernel``; the weights are unchanged.
+
+    ``"sdpa"`` (the default) is PyTorch's fused kernel, the fast one on a GPU. ``"math"`` is
+    diffusers' ``baddbmm``, softmax, ``bmm``: on a CPU it is the faster one under
+    ``torch.compile`` and in bfloat16, where the fused CPU kernel's per-block overhead dominates
+    the short sequences of a small UNet (8-frame temporal attention, 256 spatial tokens), and
+    inductor leaves it to oneDNN's batched matmuls instead of turning it back into the fused
+    kernel.
+    """
+    if kernel not in get_args(AttentionKernel):
+        raise ValueError(f"attention kernel must be one of {get_args(AttentionKernel)}")
+    for module in unet.modules():
+        if isinstance(module, DualCrossAttention):
+            module.set_processor(DualCrossAttnProcessor(kernel))
+        elif isinstance(module, Attention):
+            module.set_processor(AttnProcessor2_0() if kernel == "sdpa" else AttnProcessor())
 
 
 class DualCrossAttention(Attention):

@@ -4,11 +4,13 @@ compiled UNet."""
 import numpy as np
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from peft.tuners.lora import LoraLayer
 
 from showme_model import adapters
 from showme_model.model import ShowMeModel
 from showme_model.pipeline import ShowMePipeline
+from showme_model.unet_blocks import DualCrossAttention
 
 
 def tiny_model() -> ShowMeModel:
@@ -50,6 +52,32 @@ def test_merged_adapters_give_the_reference_frames_without_running_lora_layers(i
     )
 
 
+def attention_kernels(unet: torch.nn.Module) -> set[str]:
+    """The attention kernels ``unet``'s layers use (``set_attention_kernel``'s names)."""
+    kernels = set()
+    for module in unet.modules():
+        if isinstance(module, DualCrossAttention):
+            kernels.add(module.processor.kernel)
+        elif isinstance(module, Attention):
+            kernels.add("sdpa" if isinstance(module.processor, AttnProcessor2_0) else "math")
+    return kernels
+
+
+def test_merged_copies_on_the_cpu_attend_by_matmuls_in_bfloat16_only(image):
+    kwargs = {"num_inference_steps": 2, "seed": 4, "output_type": "float"}
+    expected = ShowMePipeline(tiny_model())(image, "push", "image", **kwargs).frames
+    for dtype, kernel in ((torch.float32, "sdpa"), (torch.bfloat16, "math")):
+        merged = ShowMePipeline(tiny_model(), merge_adapters=True).to("cpu", dtype)
+        error = np.abs(merged(image, "push", "image", **kwargs).frames - expected)
+        (copy,) = merged._merged.values()
+        assert attention_kernels(copy) == {kernel}, dtype
+        assert attention_kernels(merged.model.unet) == {"sdpa"}  # the model's own is untouched
+        if dtype == torch.float32:
+            assert error.max() < 1e-5
+        else:  # bfloat16's own rounding: the unmerged bfloat16 pipeline is 0.006 off
+            assert error.mean() < 0.01, error.mean()
+
+
 @pytest.mark.slow
 def test_compiled_unet_gives_the_reference_frames_and_compiles_once_per_mode(image):
     reference = ShowMePipeline(tiny_model())
@@ -64,3 +92,4 @@ def test_compiled_unet_gives_the_reference_frames_and_compiles_once_per_mode(ima
     assert all(
         isinstance(m, torch._dynamo.eval_frame.OptimizedModule) for m in compiled._compiled.values()
     )
+    assert all(attention_kernels(m) == {"math"} for m in compiled._merged.values())

@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from showme_model.presets import PRESETS, scheduler_config, unet_config
 from showme_model.unet import ShowMeUNet
-from showme_model.unet_blocks import DualCrossAttention
+from showme_model.unet_blocks import DualCrossAttention, set_attention_kernel
 
 TEXT = 77
 UPSTREAM_FLOPS = Path(__file__).parent / "fixtures" / "unet_flops" / "flops.json"
@@ -202,6 +202,31 @@ def test_dual_attention_refuses_a_plain_processor():
     attention = next(m for m in _random_tiny().modules() if isinstance(m, DualCrossAttention))
     with pytest.raises(TypeError, match="DualCrossAttnProcessor"):
         attention.set_processor(AttnProcessor2_0())
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_math_attention_kernel_gives_the_fused_kernels_output(temporal, monkeypatch):
+    model = _random_tiny()
+    sample, context = _inputs(frames=3, batch=2)
+    with torch.no_grad():
+        fused = model(sample, 500, context, temporal=temporal)
+        set_attention_kernel(model, "math")
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the math kernel called scaled_dot_product_attention")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.nn.functional, "scaled_dot_product_attention", refuse)
+            math = model(sample, 500, context, temporal=temporal)
+        set_attention_kernel(model, "sdpa")
+        again = model(sample, 500, context, temporal=temporal)
+    torch.testing.assert_close(math, fused, rtol=1e-4, atol=1e-5)
+    assert torch.equal(again, fused)
+
+
+def test_unknown_attention_kernel_is_refused():
+    with pytest.raises(ValueError, match="attention kernel"):
+        set_attention_kernel(_random_tiny(), "flash")
 
 
 @pytest.mark.parametrize("temporal", [False, True])
