@@ -23,11 +23,13 @@ and, with ``--compile``, the node's path with ``model.compile``
 (``ShowMePipeline(merge_adapters=True, compile_unet=True)``: ``torch.compile`` of each mode's
 merged UNet; the first call's wall time, which compiles, is reported; its floor takes the
 merged count) and, with ``--bfloat16`` as well, the same in bfloat16 (the node's ``dtype:
-bfloat16`` with ``model.compile``; oneDNN runs bfloat16 matmuls and convolutions on AMX where
-the CPU has it; its floor keeps the float32 rate and the merged count). Every variant's frames
+bfloat16`` with ``model.compile``, whose merged copies compute attention as matmul, softmax,
+matmul; oneDNN runs bfloat16 matmuls and convolutions on AMX where the CPU has it; its floor
+keeps the float32 rate and the merged count). Every variant's frames
 are compared with the reference's (max absolute difference in [0, 1]). The graphs are those of
 ``--onnx DIR`` (``showme-export onnx`` of the shipped model with the rollout length of its
-stored settings), or exported to a temporary folder first.
+stored settings), or exported to a temporary folder first. The table names the CPU: the floor
+is relative to its matmul rate.
 
 A second table times the 8-frame UNet forward (merged weights, batch 1 and 2) with this UNet's
 temporal layers against diffusers' ``TemporalConvLayer`` / ``TransformerTemporalModel`` forward
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import platform
 import statistics
 import sys
 import tempfile
@@ -64,6 +67,8 @@ MODES = ("image", "video")
 ONNX_VARIANT = "ONNX graphs (model.onnx_path)"
 COMPILE_VARIANT = "merged + torch.compile (model.compile)"
 BFLOAT16_VARIANT = "bfloat16, merged + torch.compile (dtype, model.compile)"
+MATMUL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+"""CPU flags that set the matmul rate (``cpu_model`` names those the CPU has)."""
 UNET_REPEATS_PER_CALL = 4  # UNet forwards per repeat of a call in the UNet table
 
 
@@ -72,6 +77,23 @@ def to_channels_last(module: torch.nn.Module) -> None:
     for layer in module.modules():
         if isinstance(layer, torch.nn.Conv2d):
             layer.weight.data = layer.weight.data.contiguous(memory_format=torch.channels_last)
+
+
+def cpu_model() -> str:
+    """The CPU's model name and matmul instruction sets (``/proc/cpuinfo``).
+
+    The floor is relative to the CPU's own matmul rate, so the ratios depend on the CPU: a
+    table names the one it was measured on.
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return platform.processor() or "unknown CPU"
+    lines = cpuinfo.read_text().split("\n\n")[0].splitlines()  # the first processor's
+    fields = {key.strip(): value.strip() for key, _, value in (x.partition(":") for x in lines)}
+    name = fields.get("model name", "unknown CPU")
+    flags = fields.get("flags", "").split()
+    present = [flag for flag in MATMUL_FLAGS if flag in flags]
+    return f"{name} ({', '.join(present) or 'no AVX2'})"
 
 
 def cpu_seconds(run: Callable[[], object]) -> float:
@@ -227,8 +249,8 @@ def run(args: argparse.Namespace, folder: Path, onnx_folder: Path) -> str:
             )
     roles = {mode: adapters.roles_for_mode(variants["reference"].model, mode) for mode in MODES}
     header = (
-        f"Command: `{' '.join(['python', *sys.argv])}` (torch {torch.__version__}, 1 thread, "
-        f"CPU seconds, median of {args.repeats}; showme-metaworld-64, "
+        f"Command: `{' '.join(['python', *sys.argv])}` (torch {torch.__version__}, "
+        f"{cpu_model()}, 1 thread, CPU seconds, median of {args.repeats}; showme-metaworld-64, "
         f"{settings.num_inference_steps} {settings.scheduler.upper()} steps, guidance "
         f"{settings.guidance_scale:g}, {settings.num_frames}-frame rollouts; adapters: image mode "
         f"{', '.join(roles['image']) or 'none'}, video mode {', '.join(roles['video']) or 'none'})"

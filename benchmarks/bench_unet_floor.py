@@ -10,6 +10,9 @@ thread), through ``torch.compile`` with inductor's defaults, with weight freezin
 (``freezing``: constant folding, prepacked oneDNN weights) and with freezing and the C++
 wrapper (``cpp_wrapper``: no Python between kernels), and in bfloat16 (eager, and compiled
 with freezing; oneDNN runs bfloat16 matmuls and convolutions on AMX where the CPU has it).
+Rows marked "math attention" compute attention as matmul, softmax, matmul
+(``unet_blocks.set_attention_kernel(unet, "math")``, what the pipeline's merged copies use on
+the CPU when compiled or in bfloat16); the others with PyTorch's fused SDPA kernel.
 The floor is the forward's FLOPs (``torch.utils.flop_counter``) divided by the rate of a
 1024x1024x1024 float32 matmul on one thread, measured in the same alternation; the bfloat16
 rows keep that floor (the same FLOPs) and name the bfloat16 matmul rate. Median CPU time of
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
-from bench_cpu_speed import MATMUL_SIZE, cpu_seconds, export_graphs
+from bench_cpu_speed import MATMUL_SIZE, cpu_model, cpu_seconds, export_graphs
 from torch.utils.flop_counter import FlopCounterMode
 
 from showme_model import adapters
@@ -37,23 +40,36 @@ from showme_model.model import ShowMeModel
 from showme_model.onnx_export import context_length, latent_size, merged_unet
 from showme_model.onnx_unet import onnx_pipeline
 from showme_model.pipeline import default_model_path
+from showme_model.unet_blocks import AttentionKernel, set_attention_kernel
 
 BATCH = 2
 FREEZING = {"freezing": True}
 COMPILED = (
-    ("torch.compile", torch.float32, {}),
-    ("torch.compile, freezing", torch.float32, FREEZING),
-    ("torch.compile, freezing + cpp_wrapper", torch.float32, {**FREEZING, "cpp_wrapper": True}),
-    ("bfloat16 torch.compile, freezing", torch.bfloat16, FREEZING),
+    ("torch.compile", torch.float32, {}, "sdpa"),
+    ("torch.compile, freezing", torch.float32, FREEZING, "sdpa"),
+    (
+        "torch.compile, freezing + cpp_wrapper",
+        torch.float32,
+        {**FREEZING, "cpp_wrapper": True},
+        "sdpa",
+    ),
+    ("torch.compile, freezing, math attention", torch.float32, FREEZING, "math"),
+    ("bfloat16 torch.compile, freezing", torch.bfloat16, FREEZING, "sdpa"),
+    ("bfloat16 torch.compile, freezing, math attention", torch.bfloat16, FREEZING, "math"),
 )
-"""Compiled variants: row name, dtype, inductor options."""
+"""Compiled variants: row name, dtype, inductor options, attention kernel."""
 
 
 def merged_copy(
-    model: ShowMeModel, mode: str, dtype: torch.dtype = torch.float32
+    model: ShowMeModel,
+    mode: str,
+    dtype: torch.dtype = torch.float32,
+    kernel: AttentionKernel = "sdpa",
 ) -> torch.nn.Module:
-    """A new UNet with ``mode``'s adapters merged, in ``dtype``."""
-    return merged_unet(model.unet, adapters.roles_for_mode(model, mode)).eval().to(dtype)
+    """A new UNet with ``mode``'s adapters merged, in ``dtype``, attending with ``kernel``."""
+    unet = merged_unet(model.unet, adapters.roles_for_mode(model, mode)).eval().to(dtype)
+    set_attention_kernel(unet, kernel)
+    return unet
 
 
 def time_block(
@@ -123,17 +139,21 @@ def mode_rows(
         "eager (merged)": (eager, inputs),
         "onnxruntime": (graphs, inputs),
         "bfloat16 eager": (merged_copy(model, mode, torch.bfloat16), inputs_bf16),
+        "bfloat16 eager, math attention": (
+            merged_copy(model, mode, torch.bfloat16, "math"),
+            inputs_bf16,
+        ),
     }
     medians, rate, rate_bf16 = time_block(plain, kwargs, repeats)
     for name, (f, x) in plain.items():
         note = f" (bfloat16 matmul {rate_bf16:.0f} GFLOP/s)" if x is inputs_bf16 else ""
         add_row(name, f, x, medians[name], rate, note)
-    for name, dtype, options in COMPILED:
+    for name, dtype, options, kernel in COMPILED:
         x = inputs_bf16 if dtype == torch.bfloat16 else inputs
         torch._dynamo.reset()
         with inductor_config.patch(options):
             start = time.perf_counter()
-            compiled = torch.compile(merged_copy(model, mode, dtype))
+            compiled = torch.compile(merged_copy(model, mode, dtype, kernel))
             compiled(*x, **kwargs)  # the first call compiles
             wall = time.perf_counter() - start
             block = {"eager (merged)": (eager, inputs), name: (compiled, x)}
@@ -153,7 +173,8 @@ def main(argv: list[str] | None = None) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         rows = forward_rows(folder, export_graphs(folder, Path(scratch)), args.repeats)
     table = (
-        f"Command: `{' '.join(['python', *sys.argv])}` (torch {torch.__version__}, 1 thread, "
+        f"Command: `{' '.join(['python', *sys.argv])}` (torch {torch.__version__}, "
+        f"{cpu_model()}, 1 thread, "
         f"CPU ms, median of {args.repeats}; showme-metaworld-64, batch {BATCH}, adapters "
         "merged per mode)\n\n"
         "| forward | runtime | GFLOP | matmul GFLOP/s | floor ms | CPU ms | x floor | "

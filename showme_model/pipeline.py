@@ -223,8 +223,8 @@ class ShowMePipeline:
             its weights: no LoRA layers run per step (on the CPU a goal image of the shipped
             model takes about 0.6x the time), at the memory of a copy of the adapted weights.
             The copy is made per mode, device and dtype: make a new pipeline after changing
-            the model's weights. Not used with model CPU offload. On the CPU, a copy that is
-            compiled or not in float32 computes attention as matmul, softmax, matmul
+            the model's weights. Not used with model CPU offload. On the CPU, a bfloat16 copy
+            computes attention as matmul, softmax, matmul
             (:func:`~showme_model.unet_blocks.set_attention_kernel`), the faster kernel there.
         compile_unet: Denoise with ``torch.compile`` of the UNet (with ``merge_adapters``, of
             each mode's merged copy, with inductor's weight freezing, then kept for every
@@ -500,14 +500,14 @@ class ShowMePipeline:
         return self._compiled[key]
 
     def _merged_attention_kernel(self) -> AttentionKernel:
-        """Return the attention kernel of a merged copy: ``"math"`` on the CPU where it is faster.
+        """Return the attention kernel of a merged copy: ``"math"`` in bfloat16 on the CPU.
 
-        Measured on the shipped model at one thread: the fused CPU kernel is slower than
-        matmul, softmax, matmul for a compiled UNet (1.03-1.41x) and in bfloat16 (eager 1.12x,
-        8-frame forward), as fast in eager float32 (``docs/BENCHMARKS.md``).
+        Measured on the shipped model at one thread, PyTorch's fused CPU kernel made the
+        bfloat16 8-frame forward 1.4-1.65x slower compiled and 1.18x eager; in float32 the two
+        kernels were as fast (``docs/BENCHMARKS.md``).
         """
-        cpu = self.device.type == "cpu"
-        return "math" if cpu and (self.compile_unet or self.dtype != torch.float32) else "sdpa"
+        cpu_bfloat16 = self.device.type == "cpu" and self.dtype == torch.bfloat16
+        return "math" if cpu_bfloat16 else "sdpa"
 
     def _resolve(
         self, image_guidance_scale: float | None = None, **overrides: Any

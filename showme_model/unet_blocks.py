@@ -99,11 +99,10 @@ def set_attention_kernel(unet: nn.Module, kernel: AttentionKernel) -> None:
     """Compute every attention layer of ``unet`` with ``kernel``; the weights are unchanged.
 
     ``"sdpa"`` (the default) is PyTorch's fused kernel, the fast one on a GPU. ``"math"`` is
-    diffusers' ``baddbmm``, softmax, ``bmm``: on a CPU it is the faster one under
-    ``torch.compile`` and in bfloat16, where the fused CPU kernel's per-block overhead dominates
-    the short sequences of a small UNet (8-frame temporal attention, 256 spatial tokens), and
-    inductor leaves it to oneDNN's batched matmuls instead of turning it back into the fused
-    kernel.
+    diffusers' ``baddbmm``, softmax, ``bmm``: on a CPU in bfloat16 it is the faster one, where
+    the fused CPU kernel's per-block overhead dominates the short sequences of a small UNet
+    (8-frame temporal attention, 256 spatial tokens); ``torch.compile`` leaves it to oneDNN's
+    batched matmuls instead of turning it back into the fused kernel.
     """
     if kernel not in get_args(AttentionKernel):
         raise ValueError(f"attention kernel must be one of {get_args(AttentionKernel)}")

@@ -92,4 +92,4 @@ def test_compiled_unet_gives_the_reference_frames_and_compiles_once_per_mode(ima
     assert all(
         isinstance(m, torch._dynamo.eval_frame.OptimizedModule) for m in compiled._compiled.values()
     )
-    assert all(attention_kernels(m) == {"math"} for m in compiled._merged.values())
+    assert all(attention_kernels(m) == {"sdpa"} for m in compiled._merged.values())
