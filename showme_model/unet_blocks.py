@@ -43,9 +43,7 @@ class DualCrossAttnProcessor:
     """Attention over the text tokens plus a weighted attention over the image tokens."""
 
     def __init__(self, kernel: AttentionKernel = "sdpa") -> None:
-        if kernel not in get_args(AttentionKernel):
-            raise ValueError(f"attention kernel must be one of {get_args(AttentionKernel)}")
-        self.kernel = kernel
+        self.kernel = _checked_kernel(kernel)
 
     def __call__(
         self,
@@ -90,6 +88,12 @@ class DualCrossAttnProcessor:
         return torch.bmm(probs, value.flatten(0, 1)).unflatten(0, query.shape[:2])
 
 
+def _checked_kernel(kernel: AttentionKernel) -> AttentionKernel:
+    if kernel not in get_args(AttentionKernel):
+        raise ValueError(f"attention kernel must be one of {get_args(AttentionKernel)}")
+    return kernel
+
+
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     batch, tokens, inner = x.shape
     return x.view(batch, tokens, heads, inner // heads).transpose(1, 2)
@@ -104,8 +108,7 @@ def set_attention_kernel(unet: nn.Module, kernel: AttentionKernel) -> None:
     (8-frame temporal attention, 256 spatial tokens); ``torch.compile`` leaves it to oneDNN's
     batched matmuls instead of turning it back into the fused kernel.
     """
-    if kernel not in get_args(AttentionKernel):
-        raise ValueError(f"attention kernel must be one of {get_args(AttentionKernel)}")
+    _checked_kernel(kernel)
     for module in unet.modules():
         if isinstance(module, DualCrossAttention):
             module.set_processor(DualCrossAttnProcessor(kernel))

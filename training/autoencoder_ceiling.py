@@ -32,11 +32,18 @@ def copy_input(
 
 
 def vae_round_trip(vae: AutoencoderKL) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Frames in ``[-1, 1]`` to their reconstructions (posterior mode, then decode)."""
+    """Frames in ``[-1, 1]`` to their reconstructions (posterior mode, then decode).
+
+    The latents are scaled and unscaled by ``scaling_factor`` as a model's
+    ``encode_latents`` / ``decode_latents`` do, so that the reconstructions are bit for bit
+    those of a model folder around this autoencoder (the rounding of that product can move a
+    pixel by one level).
+    """
+    scale = vae.config.scaling_factor
 
     def round_trip(pixels: torch.Tensor) -> torch.Tensor:
-        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
-        return vae.decode(latents).sample.float()
+        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode() * scale
+        return vae.decode(latents / scale).sample.float()
 
     return round_trip
 
