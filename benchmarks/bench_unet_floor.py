@@ -11,8 +11,8 @@ thread), through ``torch.compile`` with inductor's defaults, with weight freezin
 wrapper (``cpp_wrapper``: no Python between kernels), and in bfloat16 (eager, and compiled
 with freezing; oneDNN runs bfloat16 matmuls and convolutions on AMX where the CPU has it).
 Rows marked "math attention" compute attention as matmul, softmax, matmul
-(``unet_blocks.set_attention_kernel(unet, "math")``, what the pipeline's merged copies use on
-the CPU when compiled or in bfloat16); the others with PyTorch's fused SDPA kernel.
+(``unet_blocks.set_attention_kernel(unet, "math")``, what the pipeline's merged copies use in
+bfloat16 on the CPU); the others with PyTorch's fused SDPA kernel.
 The floor is the forward's FLOPs (``torch.utils.flop_counter``) divided by the rate of a
 1024x1024x1024 float32 matmul on one thread, measured in the same alternation; the bfloat16
 rows keep that floor (the same FLOPs) and name the bfloat16 matmul rate. Median CPU time of
