@@ -167,6 +167,30 @@ def test_the_weight_dtype_is_chosen_on_the_command_line(manifest, tiny_folder, t
     assert 0 < abs(results["summary"]["goal_psnr"] - float32) < 1.0
 
 
+def test_merge_adapters_evaluates_the_nodes_merged_copy(manifest, tiny_folder, tmp_path):
+    from showme_model.pipeline import ShowMePipeline
+
+    out = tmp_path / "merged.json"
+    argv = ["--model", str(tiny_folder), "--manifest", str(manifest), "--out", str(out)]
+    argv += ["--limit", "2", "--num-steps", "1"]
+    assert main(argv) == 0
+    plain = json.loads(out.read_text())["summary"]["goal_psnr"]
+    made = []
+    original = ShowMePipeline.from_pretrained
+
+    def spy(*args, **kwargs):
+        made.append(kwargs.get("merge_adapters"))
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ShowMePipeline, "from_pretrained", spy)
+        assert main([*argv, "--merge-adapters"]) == 0
+    results = json.loads(out.read_text())
+    assert made == [True] and results["settings"]["merge_adapters"] is True
+    # float32: merging changes the computation, not the frames
+    assert results["summary"]["goal_psnr"] == pytest.approx(plain, abs=1e-3)
+
+
 def test_the_frame_stride_condition_reaches_the_rollouts(manifest, tmp_path):
     import torch
 

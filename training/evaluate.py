@@ -793,6 +793,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight dtype (default: the folder's variant, else as stored)",
     )
     parser.add_argument(
+        "--merge-adapters",
+        action="store_true",
+        help="denoise with the mode's adapters merged into a UNet copy, as the ROS node does "
+        "(in bfloat16 on the CPU the copy also attends by matmuls: the node's frames exactly)",
+    )
+    parser.add_argument(
         "--off-arm",
         action="store_true",
         help="Meta-World clips: also measure the scene off the robot arm and whether the "
@@ -859,7 +865,9 @@ def main(
         from showme_model.pipeline import ShowMePipeline
 
         dtype = None if args.dtype is None else getattr(torch, args.dtype)
-        pipeline = ShowMePipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
+        pipeline = ShowMePipeline.from_pretrained(
+            args.model, device=args.device, dtype=dtype, merge_adapters=args.merge_adapters
+        )
         if args.adapters is not None:
             try:
                 adapters.set_mode_roles(pipeline.model, args.mode, args.adapters)
