@@ -167,11 +167,23 @@ def test_the_weight_dtype_is_chosen_on_the_command_line(manifest, tiny_folder, t
     assert 0 < abs(results["summary"]["goal_psnr"] - float32) < 1.0
 
 
-def test_merge_adapters_evaluates_the_nodes_merged_copy(manifest, tiny_folder, tmp_path):
+def test_merge_adapters_evaluates_the_nodes_merged_copy(manifest, tmp_path):
+    import torch
+
+    from showme_model import adapters
+    from showme_model.model import ShowMeModel
     from showme_model.pipeline import ShowMePipeline
 
+    torch.manual_seed(0)
+    model = ShowMeModel.from_config_name("tiny")
+    adapters.add_adapter(model, "manipulation", rank=4)
+    with torch.no_grad():  # give the adapter an effect (a fresh LoRA B is zero)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    model.save_pretrained(tmp_path / "model")
     out = tmp_path / "merged.json"
-    argv = ["--model", str(tiny_folder), "--manifest", str(manifest), "--out", str(out)]
+    argv = ["--model", str(tmp_path / "model"), "--manifest", str(manifest), "--out", str(out)]
     argv += ["--limit", "2", "--num-steps", "1"]
     assert main(argv) == 0
     plain = json.loads(out.read_text())["summary"]["goal_psnr"]
@@ -179,14 +191,16 @@ def test_merge_adapters_evaluates_the_nodes_merged_copy(manifest, tiny_folder, t
     original = ShowMePipeline.from_pretrained
 
     def spy(*args, **kwargs):
-        made.append(kwargs.get("merge_adapters"))
-        return original(*args, **kwargs)
+        made.append(original(*args, **kwargs))
+        return made[-1]
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ShowMePipeline, "from_pretrained", spy)
         assert main([*argv, "--merge-adapters"]) == 0
     results = json.loads(out.read_text())
-    assert made == [True] and results["settings"]["merge_adapters"] is True
+    (pipeline,) = made
+    assert pipeline.merge_adapters and len(pipeline._merged) == 1  # the merged copy denoised
+    assert results["settings"]["merge_adapters"] is True
     # float32: merging changes the computation, not the frames
     assert results["summary"]["goal_psnr"] == pytest.approx(plain, abs=1e-3)
 
