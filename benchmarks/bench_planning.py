@@ -630,11 +630,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="bench-planning-ros-"))
     import rclpy
 
+    from showme_ros.middleware import free_transport_buffers
     from showme_ros.sim_world import SimWorld, scene_names
 
     scenes = args.scenes or scene_names()
     logs = Path(tempfile.mkdtemp(prefix="bench-planning-logs-"))
     loop = ClosedLoop(logs, args.device, args.metric)
+    free_transport_buffers()
     rclpy.init()
     started = time.monotonic()
     given = argv if argv is not None else sys.argv[1:]

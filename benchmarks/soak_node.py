@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from showme_ros.client import ShowMeClient, make_request, to_goal
 from showme_ros.diagnostics import CODE_NAMES
 from showme_ros.launch_command import SOURCE_ROOT, node_command
+from showme_ros.middleware import free_transport_buffers
 
 
 def header(sec: int, frame: str) -> Header:
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [*node_command({"device": "cpu"}), *overrides]
     env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT), "OMP_NUM_THREADS": "1"}
     node = psutil.Popen(command, env=env, stdout=sys.stderr, stderr=sys.stderr)
+    free_transport_buffers()
     rclpy.init()
     client = ShowMeClient("soak_client")
     try:

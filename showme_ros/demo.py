@@ -41,6 +41,7 @@ from showme_ros.client import ShowMeClient, make_request, succeeded, to_goal
 from showme_ros.image_conversion import image_to_rgb, rgb_to_image
 from showme_ros.launch_command import SOURCE_ROOT, launch_commands
 from showme_ros.loop_clients import PlannerClient, RobotClient
+from showme_ros.middleware import free_transport_buffers
 from showme_ros.planning import model_view
 from showme_ros.recorder import McapRecorder
 from showme_ros.sim_world import SimWorld
@@ -107,6 +108,7 @@ def run(out: Path, args: argparse.Namespace) -> bool:
     for name, command in launch_commands("closed_loop.launch.py", overrides).items():
         print(f"starting {name}:", " ".join(command[1:]), flush=True)
         nodes.append(subprocess.Popen(command, env=env))
+    free_transport_buffers()
     rclpy.init()
     world_model = ShowMeClient("showme_demo")
     robot, planner = RobotClient("demo_robot"), PlannerClient("demo_planner")

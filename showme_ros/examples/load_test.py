@@ -25,6 +25,7 @@ import rclpy
 
 from showme_ros.client import ShowMeClient, make_request
 from showme_ros.launch_command import SOURCE_ROOT, node_command
+from showme_ros.middleware import free_transport_buffers
 from showme_ros.msg import ErrorCode
 
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [*node_command({"device": "cpu"}), "-p", f"inference.num_steps:={args.steps}"]
     env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}
     node = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    free_transport_buffers()
     rclpy.init()
     probe = ShowMeClient("load_probe")
     outcomes: Counter = Counter()
