@@ -276,6 +276,42 @@ def test_a_bare_autoencoder_scores_the_ceiling_of_the_model_folder_around_it(
         ceiling_main(["--vae", str(folder / "vae"), "--manifest", str(metaworld_manifest)])
 
 
+def test_a_pixel_grid_averages_cells_and_interpolates_back():
+    import torch
+
+    from training.autoencoder_ceiling import pixel_grid_round_trip
+
+    frames = torch.rand(2, 3, 8, 8) * 2 - 1
+    assert torch.equal(pixel_grid_round_trip(1)(frames), frames)
+    flat = torch.full((1, 3, 8, 8), 0.25)
+    torch.testing.assert_close(pixel_grid_round_trip(4)(flat), flat)
+    coarse = pixel_grid_round_trip(2)(frames)
+    assert coarse.shape == frames.shape and not torch.allclose(coarse, frames, atol=0.05)
+    with pytest.raises(ValueError, match=">= 1"):
+        pixel_grid_round_trip(0)
+
+
+@pytest.mark.slow
+def test_a_coarser_pixel_grid_keeps_less_of_the_outcome(metaworld_manifest, tmp_path):
+    """--pixel-grid scores the frames themselves at 1 and less the coarser the grid."""
+    from training.autoencoder_ceiling import main as ceiling_main
+
+    common = ["--manifest", str(metaworld_manifest), "--off-arm", "--resolution", "32"]
+    summaries = {}
+    for factor in (1, 2, 8):
+        out = tmp_path / f"grid-{factor}.json"
+        assert ceiling_main(["--pixel-grid", str(factor), "--out", str(out), *common]) == 0
+        summaries[factor] = json.loads(out.read_text())["summary"]
+    exact = summaries[1]
+    assert exact["ceiling_off_arm_goal_psnr"] == PSNR_CAP_DB
+    assert exact["ceiling_off_arm_swap_accuracy"] == exact["ceiling_objects_kept_fraction"] == 1.0
+    psnrs = [summaries[factor]["ceiling_off_arm_goal_psnr"] for factor in (1, 2, 8)]
+    assert psnrs == sorted(psnrs, reverse=True) and psnrs[1] > psnrs[2]
+    assert json.loads((tmp_path / "grid-2.json").read_text())["settings"]["model"] == "pixel-grid-2"
+    with pytest.raises(SystemExit, match="divide"):
+        ceiling_main(["--pixel-grid", "3", *common])
+
+
 @pytest.mark.slow
 def test_each_object_is_rendered_hidden_and_only_it_changes(metaworld_manifest):
     from training.data.manifest import read_manifest
